@@ -1,0 +1,1 @@
+"""app/gui package of yolov7-track."""

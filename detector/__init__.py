@@ -1,0 +1,1 @@
+"""detector package of yolov7-track."""

@@ -1,0 +1,1 @@
+"""tracker package of yolov7-track."""

@@ -1,0 +1,1 @@
+"""training package of yolov7-track."""
