@@ -2,9 +2,10 @@
 
 Semantics are those of the official YOLOv7 code (WongKinYiu/yolov7 ``utils/general.py``:
 ``xywh2xyxy``, ``non_max_suppression``, ``scale_coords``, ``clip_coords``) with greedy NMS as
-``torchvision.ops.nms`` computes it, written here in plain torch (no torchvision). Every float32
-operation is done in the official order, so the output is bit-identical to the official
-post-processing (checked against ``../shared/fixtures/yolov7/golden``).
+``torchvision.ops.nms`` computes it, written here in numpy (no torchvision; the objectness filter
+runs on the prediction's device). Every float32 operation is done in the official order, so the
+output is bit-identical to the official post-processing (checked against
+``../shared/fixtures/yolov7/golden``).
 
 Prediction layout (the model's decoded output, ``(B, N, 5 + nc)`` float):
 ``cx, cy, w, h`` in letterbox pixels, objectness, then ``nc`` class probabilities (sigmoids, not
@@ -16,11 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
 # Column indices of the prediction tensor.
 PRED_CX, PRED_CY, PRED_W, PRED_H, PRED_OBJ, PRED_CLS0 = 0, 1, 2, 3, 4, 5
@@ -37,127 +41,147 @@ MAX_CANDIDATES = 30_000
 MAX_DETECTIONS = 300
 """Detections kept per image (official ``max_det``)."""
 
-NMS_BLOCK_SIZE = 512
+NMS_BLOCK_SIZE = 256
 """Candidates per block of the blocked greedy NMS (speed only; any value gives the same result)."""
 
 
-def xywh2xyxy(boxes: torch.Tensor) -> torch.Tensor:
+def xywh2xyxy(boxes: ArrayT) -> ArrayT:
     """Convert ``(..., 4)`` centre boxes ``cx, cy, w, h`` to corners ``x1, y1, x2, y2``.
 
-    ``x1 = cx - w / 2``, ``x2 = cx + w / 2`` (same for y) in the tensor's dtype, as the official
-    ``xywh2xyxy``. Returns a new tensor of the same shape, dtype and device.
+    ``x1 = cx - w / 2``, ``x2 = cx + w / 2`` (same for y) in the input's dtype, as the official
+    ``xywh2xyxy``. Accepts a torch tensor or a numpy array and returns a new one of the same kind,
+    shape and dtype (extra columns after the fourth are copied unchanged).
     """
-    centre, half_size = boxes[..., :2], boxes[..., 2:4] / 2
-    return torch.cat((centre - half_size, centre + half_size), dim=-1)
-
-
-def box_areas(boxes: torch.Tensor) -> torch.Tensor:
-    """``(x2 - x1) * (y2 - y1)`` of ``(N, 4)`` corner boxes -> ``(N,)`` (no clamping, as torchvision)."""
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    out = boxes.clone() if isinstance(boxes, torch.Tensor) else boxes.copy()
+    half_size = boxes[..., 2:4] / 2
+    out[..., 0:2] = boxes[..., 0:2] - half_size
+    out[..., 2:4] = boxes[..., 0:2] + half_size
+    return out
 
 
 def pairwise_iou(
-    boxes_a: torch.Tensor,
-    areas_a: torch.Tensor,
-    boxes_b: torch.Tensor,
-    areas_b: torch.Tensor,
-) -> torch.Tensor:
+    boxes_a: np.ndarray,
+    areas_a: np.ndarray,
+    boxes_b: np.ndarray,
+    areas_b: np.ndarray,
+) -> np.ndarray:
     """IoU of every box of ``a`` ``(K, 4)`` with every box of ``b`` ``(R, 4)`` -> ``(K, R)``.
 
-    Computed in the boxes' dtype as torchvision's CPU NMS kernel does:
-    ``inter = max(0, min(x2) - max(x1)) * max(0, min(y2) - max(y1))``,
-    ``iou = inter / (area_a + area_b - inter)`` (0/0 gives NaN, which never suppresses).
+    numpy arrays; computed in their dtype (float32 for the detector) in the order of torchvision's
+    CPU NMS kernel: ``inter = max(0, min(x2) - max(x1)) * max(0, min(y2) - max(y1))``,
+    ``iou = inter / (area_a + area_b - inter)``; 0/0 gives NaN, which never suppresses.
     """
-    a = boxes_a[:, None, :]
-    b = boxes_b[None, :, :]
-    top_left = torch.maximum(a[..., :2], b[..., :2])
-    bottom_right = torch.minimum(a[..., 2:], b[..., 2:])
-    size = (bottom_right - top_left).clamp_(min=0)
-    inter = size[..., 0] * size[..., 1]
-    union = areas_a[:, None] + areas_b[None, :]
-    return inter.div_(union.sub_(inter))
+    width = np.minimum(boxes_a[:, None, 2], boxes_b[None, :, 2])
+    width -= np.maximum(boxes_a[:, None, 0], boxes_b[None, :, 0])
+    np.maximum(width, 0, out=width)
+    height = np.minimum(boxes_a[:, None, 3], boxes_b[None, :, 3])
+    height -= np.maximum(boxes_a[:, None, 1], boxes_b[None, :, 1])
+    np.maximum(height, 0, out=height)
+    inter = np.multiply(width, height, out=width)
+    union = np.add(areas_a[:, None], areas_b[None, :], out=height)
+    union -= inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.divide(inter, union, out=inter)
+
+
+def _largest_at_most(threshold: float, dtype: np.dtype) -> np.generic:
+    """The largest ``dtype`` value ``<= threshold``.
+
+    torchvision compares the float32 IoU with the threshold as a double (``ovr > iou_threshold``);
+    for a float ``x``, ``x > t`` holds exactly when ``x > largest_at_most(t)``, so the comparison
+    can stay in float32 (plain ``float32(t)`` would differ for thresholds that round up, e.g. 0.6).
+    """
+    value = np.asarray(threshold, dtype=dtype)[()]
+    if float(value) > threshold:
+        value = np.nextafter(value, dtype.type(-np.inf))
+    return value
 
 
 def _greedy_scan(over_threshold: np.ndarray, max_keep: int) -> np.ndarray:
     """Greedy NMS on a boolean ``(R, R)`` matrix whose row ``i`` marks the later boxes that box
     ``i`` suppresses (strictly upper triangular; rows in descending score). Returns the kept row
-    indices in order, at most ``max_keep``."""
+    indices in order, at most ``max_keep``.
+
+    Only rows that suppress something can change the outcome, so only they are visited, in order;
+    a row acts only if its own box is still alive when it is reached."""
     alive = np.ones(over_threshold.shape[0], dtype=bool)
-    kept = []
-    for i in range(over_threshold.shape[0]):
-        if not alive[i]:
-            continue
-        kept.append(i)
-        if len(kept) == max_keep:
+    for i in np.flatnonzero(over_threshold.any(axis=1)):
+        if alive[i]:
+            alive[over_threshold[i]] = False
+    return np.flatnonzero(alive)[:max_keep]
+
+
+def _greedy_nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_thres: float, limit: int,
+                      block_size: int) -> np.ndarray:
+    """:func:`greedy_nms` on numpy arrays; ``limit >= 1`` kept boxes at most."""
+    n = boxes.shape[0]
+    threshold = _largest_at_most(iou_thres, boxes.dtype)
+    order = np.argsort(-scores, kind="stable")
+    sorted_boxes = boxes[order]
+    sorted_areas = (sorted_boxes[:, 2] - sorted_boxes[:, 0]) * (sorted_boxes[:, 3] - sorted_boxes[:, 1])
+
+    kept_positions: list[np.ndarray] = []
+    kept_boxes = sorted_boxes[:0]
+    kept_areas = sorted_areas[:0]
+    for start in range(0, n, block_size):
+        positions = np.arange(start, min(n, start + block_size))
+        if kept_boxes.shape[0]:
+            iou_vs_kept = pairwise_iou(kept_boxes, kept_areas, sorted_boxes[positions], sorted_areas[positions])
+            positions = positions[~(iou_vs_kept > threshold).any(axis=0)]
+            if positions.size == 0:
+                continue
+        block_boxes, block_areas = sorted_boxes[positions], sorted_areas[positions]
+        over = np.triu(pairwise_iou(block_boxes, block_areas, block_boxes, block_areas) > threshold, k=1)
+        local_kept = _greedy_scan(over, limit - kept_boxes.shape[0])
+        kept_positions.append(positions[local_kept])
+        kept_boxes = np.concatenate((kept_boxes, block_boxes[local_kept]))
+        kept_areas = np.concatenate((kept_areas, block_areas[local_kept]))
+        if kept_boxes.shape[0] >= limit:
             break
-        alive &= ~over_threshold[i]
-    return np.asarray(kept, dtype=np.int64)
+    return order[np.concatenate(kept_positions)]
 
 
 def greedy_nms(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
+    boxes: ArrayT,
+    scores: ArrayT,
     iou_thres: float,
     max_keep: int | None = None,
     block_size: int = NMS_BLOCK_SIZE,
-) -> torch.Tensor:
+) -> ArrayT:
     """Greedy non-maximum suppression with ``torchvision.ops.nms`` semantics.
 
-    Boxes are visited in descending score; a box is kept unless a kept box overlaps it with
-    ``IoU > iou_thres`` (strict). IoU as in :func:`pairwise_iou`. The classic greedy algorithm
-    (e.g. Girshick et al., "Rich feature hierarchies...", CVPR 2014), run block by block: the boxes
-    of a block are first tested against every box kept so far, then against each other with one
-    ``(R, R)`` matrix and a sequential scan. Memory stays ``O(block_size * max(kept, block_size))``
-    instead of ``O(N^2)``, and work stops once ``max_keep`` boxes are kept; the result equals the
-    full greedy pass truncated to ``max_keep``.
-
-    Ties in score are ordered by index (stable sort); torchvision's CPU kernel uses an unstable sort,
-    so exact ties may come out in a different order there.
+    Boxes are visited in descending score (ties by index: a stable sort, as torchvision's CPU
+    kernel); a box is kept unless a kept box overlaps it with ``IoU > iou_thres`` (strict; the IoU
+    of :func:`pairwise_iou` in the boxes' dtype, compared with the threshold as a double, as
+    torchvision does). This is the classic greedy algorithm (Girshick et al., "Rich feature
+    hierarchies for accurate object detection and semantic segmentation", CVPR 2014), run block by
+    block: the boxes of a block are first tested against every box kept so far, then against each
+    other with one ``(R, R)`` matrix and a sequential scan over its rows. Memory stays
+    ``O(block_size * max(kept, block_size))`` instead of ``O(N^2)``, and work stops once
+    ``max_keep`` boxes are kept; the result equals the full greedy pass truncated to ``max_keep``.
+    It runs in numpy on the CPU (a tensor on another device is copied over and back).
 
     Args:
-        boxes: ``(N, 4)`` float ``x1, y1, x2, y2``.
-        scores: ``(N,)`` float.
+        boxes: ``(N, 4)`` float ``x1, y1, x2, y2``, a torch tensor or numpy array.
+        scores: ``(N,)`` float, same kind as ``boxes``.
         iou_thres: suppress when IoU is strictly greater than this.
         max_keep: stop after this many kept boxes (``None``: no limit).
-        block_size: candidates per block (speed only).
+        block_size: candidates per block (speed only; any value gives the same result).
 
     Returns:
-        int64 indices into ``boxes`` of the kept boxes, in descending score, on ``boxes.device``.
+        int64 indices into ``boxes`` of the kept boxes in descending score; a tensor on
+        ``boxes.device`` for tensor input, else a numpy array.
     """
-    n = boxes.shape[0]
+    is_tensor = isinstance(boxes, torch.Tensor)
+    boxes_np = boxes.detach().cpu().numpy() if is_tensor else np.asarray(boxes)
+    scores_np = scores.detach().cpu().numpy() if is_tensor else np.asarray(scores)
+    n = boxes_np.shape[0]
     limit = n if max_keep is None else min(n, max_keep)
     if n == 0 or limit <= 0:
-        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    sorted_boxes = boxes[order]
-    sorted_areas = box_areas(sorted_boxes)
-
-    kept_positions: list[torch.Tensor] = []
-    kept_boxes = sorted_boxes[:0]
-    kept_areas = sorted_areas[:0]
-    n_kept = 0
-    for start in range(0, n, block_size):
-        stop = min(n, start + block_size)
-        block_boxes = sorted_boxes[start:stop]
-        block_areas = sorted_areas[start:stop]
-        positions = torch.arange(start, stop, device=boxes.device)
-        if n_kept:
-            iou_vs_kept = pairwise_iou(kept_boxes, kept_areas, block_boxes, block_areas)
-            survivors = torch.nonzero(~(iou_vs_kept > iou_thres).any(dim=0)).squeeze(1)
-            if survivors.numel() == 0:
-                continue
-            block_boxes, block_areas = block_boxes[survivors], block_areas[survivors]
-            positions = positions[survivors]
-        over = pairwise_iou(block_boxes, block_areas, block_boxes, block_areas) > iou_thres
-        over = over.triu_(diagonal=1).cpu().numpy()
-        local_kept = torch.from_numpy(_greedy_scan(over, limit - n_kept)).to(boxes.device)
-        kept_positions.append(positions[local_kept])
-        kept_boxes = torch.cat((kept_boxes, block_boxes[local_kept]))
-        kept_areas = torch.cat((kept_areas, block_areas[local_kept]))
-        n_kept += local_kept.numel()
-        if n_kept >= limit:
-            break
-    return order[torch.cat(kept_positions)]
+        keep = np.zeros(0, dtype=np.int64)
+    else:
+        keep = _greedy_nms_numpy(boxes_np, scores_np, iou_thres, limit, block_size)
+    return torch.from_numpy(keep).to(boxes.device) if is_tensor else keep
 
 
 def _validate_thresholds(conf_thres: float, iou_thres: float, max_det: int, max_candidates: int) -> None:
@@ -171,24 +195,35 @@ def _validate_thresholds(conf_thres: float, iou_thres: float, max_det: int, max_
         raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
 
 
-def _candidates(
-    image_pred: torch.Tensor, conf_thres: float, classes: torch.Tensor | None, max_candidates: int
-) -> torch.Tensor:
-    """Rows of one image's ``(N, 5 + nc)`` prediction that enter NMS, as ``(n, 6)`` detections."""
-    x = image_pred[image_pred[:, PRED_OBJ] > conf_thres]
-    if x.shape[0] == 0:
-        return x.new_zeros((0, 6))
-    num_classes = x.shape[1] - PRED_CLS0
-    objectness = x[:, PRED_OBJ : PRED_OBJ + 1]
+def _rows_above_objectness(image_pred: torch.Tensor, conf_thres: float) -> np.ndarray:
+    """Rows of one image's ``(N, 5 + nc)`` prediction with objectness ``> conf_thres``, as numpy.
+
+    The comparison is in the prediction's dtype (torch casts the Python threshold to it, as in
+    the official code); on an accelerator the rows are selected there and only they are copied."""
+    if image_pred.device.type == "cpu":
+        rows = image_pred.detach().numpy()
+        return rows[rows[:, PRED_OBJ] > rows.dtype.type(conf_thres)]
+    return image_pred[image_pred[:, PRED_OBJ] > conf_thres].detach().cpu().numpy()
+
+
+def _candidates(rows: np.ndarray, conf_thres: float, classes: np.ndarray | None, max_candidates: int) -> np.ndarray:
+    """Steps 2-4 of :func:`non_max_suppression` on the rows that passed objectness -> ``(n, 6)``."""
+    num_classes = rows.shape[1] - PRED_CLS0
+    objectness = rows[:, PRED_OBJ : PRED_OBJ + 1]
     # Official: a one-class model scores by objectness alone (its class output is untrained).
-    class_scores = objectness if num_classes == 1 else x[:, PRED_CLS0:] * objectness
-    conf, class_index = class_scores.max(dim=1, keepdim=True)
-    det = torch.cat((xywh2xyxy(x[:, :4]), conf, class_index.to(x.dtype)), dim=1)
-    det = det[conf.view(-1) > conf_thres]
+    class_scores = objectness if num_classes == 1 else rows[:, PRED_CLS0:] * objectness
+    # argmax returns the first of equal maxima, as torch.max(dim) does in the official code
+    class_index = class_scores.argmax(axis=1)
+    conf = np.take_along_axis(class_scores, class_index[:, None], axis=1)[:, 0]
+    passed = conf > conf.dtype.type(conf_thres)
+    det = np.empty((int(passed.sum()), 6), dtype=rows.dtype)
+    det[:, :4] = xywh2xyxy(rows[passed, :4])
+    det[:, DET_CONF] = conf[passed]
+    det[:, DET_CLS] = class_index[passed]
     if classes is not None:
-        det = det[(det[:, DET_CLS : DET_CLS + 1] == classes).any(dim=1)]
+        det = det[np.isin(det[:, DET_CLS], classes)]
     if det.shape[0] > max_candidates:
-        det = det[det[:, DET_CONF].argsort(descending=True)[:max_candidates]]
+        det = det[np.argsort(-det[:, DET_CONF], kind="stable")[:max_candidates]]
     return det
 
 
@@ -207,14 +242,18 @@ def non_max_suppression(
 
     1. keep rows with objectness ``> conf_thres``;
     2. class scores ``cls * obj`` (a one-class model uses ``obj``); ``cx, cy, w, h -> x1, y1, x2, y2``;
-    3. best class per row, keep ``conf > conf_thres`` (strict); optional ``classes`` filter;
+    3. best class per row (first on ties), keep ``conf > conf_thres`` (strict); optional ``classes``;
     4. at most ``max_candidates`` highest ``conf`` rows;
     5. greedy NMS (:func:`greedy_nms`, suppress at ``IoU > iou_thres``) on boxes shifted by
        ``cls * 4096`` px so that classes never suppress each other (no shift when ``agnostic``);
     6. at most ``max_det`` detections, in descending ``conf``.
 
+    Step 1 runs on ``pred``'s device, the rest in numpy on the CPU (float32 operations in the
+    official order, so results are bit-identical to the official code on the same prediction).
+
     Args:
-        pred: ``(B, N, 5 + nc)`` float prediction, see the module docstring (letterbox pixels).
+        pred: ``(B, N, 5 + nc)`` float16/32/64 prediction, see the module docstring
+            (letterbox pixels).
         conf_thres: confidence threshold in [0, 1].
         iou_thres: IoU threshold in [0, 1].
         classes: class ids to keep (``None``: all).
@@ -227,23 +266,22 @@ def non_max_suppression(
         dtype and device of ``pred``.
 
     Raises:
-        ValueError: ``pred`` is not ``(B, N, >= 6)`` or a threshold/limit is out of range.
+        ValueError: ``pred`` is not ``(B, N, >= 6)`` float16/32/64, or a threshold or limit is out
+            of range.
     """
     if pred.ndim != 3 or pred.shape[2] < PRED_CLS0 + 1:
         raise ValueError(f"pred must have shape (B, N, 5 + num_classes), got {tuple(pred.shape)}")
+    if pred.dtype not in (torch.float16, torch.float32, torch.float64):
+        raise ValueError(f"pred must be float16, float32 or float64, got {pred.dtype}; convert with pred.float()")
     _validate_thresholds(conf_thres, iou_thres, max_det, max_candidates)
-    class_filter = None
-    if classes is not None:
-        class_filter = torch.tensor(list(classes), dtype=pred.dtype, device=pred.device)
+    class_filter = None if classes is None else np.asarray(list(classes), dtype=np.float64)
     outputs = []
     for image_pred in pred:
-        det = _candidates(image_pred, conf_thres, class_filter, max_candidates)
-        if det.shape[0] == 0:
-            outputs.append(det)
-            continue
-        offsets = 0.0 if agnostic else det[:, DET_CLS : DET_CLS + 1] * CLASS_OFFSET_PX
-        keep = greedy_nms(det[:, :4] + offsets, det[:, DET_CONF], iou_thres, max_keep=max_det)
-        outputs.append(det[keep])
+        det = _candidates(_rows_above_objectness(image_pred, conf_thres), conf_thres, class_filter, max_candidates)
+        if det.shape[0]:
+            boxes = det[:, :4] if agnostic else det[:, :4] + det[:, DET_CLS : DET_CLS + 1] * det.dtype.type(CLASS_OFFSET_PX)
+            det = det[_greedy_nms_numpy(boxes, det[:, DET_CONF], iou_thres, max_det, NMS_BLOCK_SIZE)]
+        outputs.append(torch.from_numpy(det).to(pred.device))
     return outputs
 
 

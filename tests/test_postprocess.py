@@ -12,7 +12,6 @@ from detector.postprocess import (
     greedy_nms,
     non_max_suppression,
     pairwise_iou,
-    box_areas,
     scale_boxes,
     xywh2xyxy,
 )
@@ -72,7 +71,7 @@ def reference_nms_numpy(pred: np.ndarray, conf_thres, iou_thres, classes=None, a
         inter = w * h
         with np.errstate(invalid="ignore", divide="ignore"):
             iou = inter / (areas[i] + areas[later] - inter)
-        suppressed[later[iou > np.float32(iou_thres)]] = True
+        suppressed[later[iou.astype(np.float64) > iou_thres]] = True  # float IoU vs double threshold
     return det[np.asarray(keep, dtype=np.int64)[:max_det]].reshape(-1, 6)
 
 
@@ -191,6 +190,10 @@ SEMANTICS_CASES = [
     # [0,0,10,10] and [0,0,10,5]: IoU exactly 0.5, suppressed only when IoU > threshold (strict)
     pytest.param([(5, 5, 10, 10, 0.9, 0), (5, 2.5, 10, 5, 0.8, 0)], dict(iou_thres=0.5), 2, id="iou-equal-kept"),
     pytest.param([(5, 5, 10, 10, 0.9, 0), (5, 2.5, 10, 5, 0.8, 0)], dict(iou_thres=0.49), 1, id="iou-above-suppressed"),
+    # [0,0,10,10] and [0,0,10,6]: float32 IoU 0.6 rounds up to 0.60000002 > 0.6 as a double:
+    # torchvision suppresses it, a float32 comparison with float32(0.6) would not
+    pytest.param([(5, 5, 10, 10, 0.9, 0), (5, 3, 10, 6, 0.8, 0)], dict(iou_thres=0.6), 1, id="iou-compared-as-double"),
+    pytest.param([(5, 5, 10, 10, 0.9, 0), (5, 3, 10, 6, 0.8, 0)], dict(iou_thres=0.65), 2, id="iou-below-kept"),
     pytest.param([(5, 5, 10, 10, 0.9, 0), (5, 5, 10, 10, 0.8, 1)], dict(), 2, id="other-class-kept"),
     pytest.param([(5, 5, 10, 10, 0.9, 0), (5, 5, 10, 10, 0.8, 1)], dict(agnostic=True), 1, id="agnostic-suppresses"),
     pytest.param([(5, 5, 10, 10, 0.9, 0), (30, 30, 10, 10, 0.8, 0)], dict(), 2, id="disjoint-kept"),
@@ -224,8 +227,12 @@ def test_greedy_nms_block_size_does_not_change_result(block_size: int) -> None:
     assert torch.equal(greedy_nms(boxes, scores, 0.5, max_keep=20, block_size=block_size), reference[:20])
 
 
-def test_greedy_nms_empty() -> None:
+def test_greedy_nms_empty_and_numpy_input() -> None:
     assert greedy_nms(torch.zeros((0, 4)), torch.zeros(0), 0.5).shape == (0,)
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], dtype=np.float32)
+    keep = greedy_nms(boxes, np.array([0.5, 0.9, 0.1], dtype=np.float32), 0.5)
+    assert isinstance(keep, np.ndarray)
+    np.testing.assert_array_equal(keep, [1, 2])
 
 
 BAD_ARGS = [
@@ -250,13 +257,18 @@ def test_xywh2xyxy() -> None:
     boxes = torch.tensor([[10.0, 20.0, 4.0, 6.0], [0.0, 0.0, 1.0, 3.0]])
     expected = torch.tensor([[8.0, 17.0, 12.0, 23.0], [-0.5, -1.5, 0.5, 1.5]])
     assert torch.equal(xywh2xyxy(boxes), expected)
+    converted = xywh2xyxy(boxes.numpy())
+    assert isinstance(converted, np.ndarray) and converted.dtype == np.float32
+    np.testing.assert_array_equal(converted, expected.numpy())
 
 
 def test_pairwise_iou_values() -> None:
-    a = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-    b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 5.0]])
-    iou = pairwise_iou(a, box_areas(a), b, box_areas(b))
-    torch.testing.assert_close(iou, torch.tensor([[1.0, 1 / 3, 0.0, 0.5]]))
+    a = np.array([[0, 0, 10, 10]], dtype=np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 5]], dtype=np.float32)
+    area = lambda boxes: (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # noqa: E731
+    iou = pairwise_iou(a, area(a), b, area(b))
+    assert iou.dtype == np.float32
+    np.testing.assert_allclose(iou, [[1.0, 1 / 3, 0.0, 0.5]], rtol=1e-7)
 
 
 # boxes in letterbox px, input (h, w), original (h, w), ratio_pad -> expected boxes in original px
