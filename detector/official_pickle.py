@@ -40,7 +40,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -188,6 +188,32 @@ class StorageType:
     name: str
     dtype: torch.dtype
 
+    def __setstate__(self, state: Any) -> None:
+        # Without this, a pickle could BUILD on the shared instance and change its dtype for
+        # every later load in the process (BUILD writes __dict__ even on frozen dataclasses).
+        raise CheckpointError(f"the pickle tries to modify torch.{self.name}; the checkpoint is malformed")
+
+
+class _SafeCallable:
+    """An allow-listed function as the unpickler hands it out: callable, but immune to the
+    pickle ``BUILD`` opcode (which could otherwise set ``__defaults__`` & co. on the shared
+    function object and change it for the rest of the process)."""
+
+    __slots__ = ("_function", "_global_name")
+
+    def __init__(self, function: Callable[..., Any], global_name: str) -> None:
+        self._function = function
+        self._global_name = global_name
+
+    def __call__(self, *args: Any) -> Any:
+        return self._function(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise CheckpointError(f"the pickle tries to modify {self._global_name}; the checkpoint is malformed")
+
+    def __repr__(self) -> str:
+        return f"<allow-listed {self._global_name}>"
+
 
 # --------------------------------------------------------------------------------------------
 # Safe re-implementations of the callables a torch checkpoint references
@@ -265,6 +291,12 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
+def _numpy_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    """``numpy.dtype`` that always returns a fresh object (``copy=True``): the pickle's
+    ``BUILD`` then cannot reach numpy's shared built-in dtype instances."""
+    return np.dtype(spec, bool(align), True)
+
+
 def _build_allowed_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {}
     for table in (OFFICIAL_MODULE_CLASSES, TORCH_MODULE_CLASSES):
@@ -273,20 +305,25 @@ def _build_allowed_globals() -> dict[tuple[str, str], Any]:
                 allowed[(module, name)] = _make_stand_in(module, name)
     for name, dtype in STORAGE_DTYPES.items():
         allowed[("torch", name)] = StorageType(name, dtype)
-    allowed[("torch._utils", "_rebuild_tensor_v2")] = _rebuild_tensor_v2
-    allowed[("torch._utils", "_rebuild_parameter")] = _rebuild_parameter
-    allowed[("torch._utils", "_rebuild_parameter_with_state")] = _rebuild_parameter_with_state
+    functions: dict[tuple[str, str], Callable[..., Any]] = {
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+        ("_codecs", "encode"): _codecs_encode,
+        ("numpy", "dtype"): _numpy_dtype,
+    }
+    for numpy_core in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        functions[(numpy_core, "_reconstruct")] = _numpy_reconstruct
+        functions[(numpy_core, "scalar")] = _numpy_scalar
+    for (module, name), function in functions.items():
+        allowed[(module, name)] = _SafeCallable(function, f"{module}.{name}")
+    # Built-in types cannot be modified by BUILD ("cannot set attribute of immutable type").
     allowed[("collections", "OrderedDict")] = collections.OrderedDict
     # Protocol-2 pickles written by Python 3 name builtins "__builtin__" (Python 2 spelling).
     for builtins_module in ("builtins", "__builtin__"):
         allowed[(builtins_module, "set")] = set
         allowed[(builtins_module, "frozenset")] = frozenset
-    allowed[("_codecs", "encode")] = _codecs_encode
-    for numpy_core in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(numpy_core, "_reconstruct")] = _numpy_reconstruct
-        allowed[(numpy_core, "scalar")] = _numpy_scalar
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
+    allowed[("numpy", "ndarray")] = np.ndarray  # only as the subtype argument of _reconstruct
     return allowed
 
 
@@ -353,7 +390,9 @@ class _TorchZipArchive:
         try:
             info = self.zip.getinfo(name)
         except KeyError as exc:
-            raise CheckpointError(f"{self.path} lacks the storage record {name!r}; the file is truncated or corrupt") from exc
+            raise CheckpointError(
+                f"{self.path} lacks the storage record {name!r}; the file is truncated or corrupt"
+            ) from exc
         if info.file_size != numel * itemsize:
             raise CheckpointError(
                 f"{self.path}: storage {name!r} has {info.file_size} bytes, expected "
@@ -603,7 +642,7 @@ def _collect_state_dict(root: PickledModule, path: Path) -> dict[str, torch.Tens
                     continue
                 if not isinstance(tensor, torch.Tensor):
                     raise CheckpointError(f"{path}: {prefix}{name} is {type(tensor).__name__}, not a tensor")
-                state[prefix + name] = tensor
+                state[prefix + name] = _plain(tensor)
         for name, child in module.children.items():
             if child is None:
                 continue
@@ -613,6 +652,12 @@ def _collect_state_dict(root: PickledModule, path: Path) -> dict[str, torch.Tens
 
     visit(root, "")
     return state
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor without autograd state: a pickle can BUILD ``requires_grad``/backward hooks
+    onto a rebuilt tensor (``Tensor.__setstate__``); ``detach`` drops both, sharing the data."""
+    return tensor.detach()
 
 
 def _class_names(raw: Any, path: Path) -> list[str] | None:
@@ -740,11 +785,11 @@ def read_state_dict_pickle(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     top = load_restricted_pickle(path)
     if _is_state_dict(top):
-        return dict(top)
+        return {name: _plain(tensor) for name, tensor in top.items()}
     if isinstance(top, dict):
         for key in ("ema", "model", "state_dict"):
             if _is_state_dict(top.get(key)):
-                return dict(top[key])
+                return {name: _plain(tensor) for name, tensor in top[key].items()}
         if any(isinstance(top.get(k), PickledModule) for k in ("ema", "model")):
             raise CheckpointError(
                 f"{path}: the checkpoint holds a pickled module, not a plain state dict; read it "

@@ -190,7 +190,9 @@ def _decode_metadata(raw: dict[str, str] | None, path: Path) -> dict[str, Any]:
     try:
         metadata = json.loads(raw[METADATA_KEY])
     except ValueError as exc:
-        raise CheckpointError(f"{path}: the yolov7-track metadata is not valid JSON ({exc}); the file is corrupt") from exc
+        raise CheckpointError(
+            f"{path}: the yolov7-track metadata is not valid JSON ({exc}); the file is corrupt"
+        ) from exc
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path}: the yolov7-track metadata is not a JSON object; the file is corrupt")
     version = metadata.get("format_version")

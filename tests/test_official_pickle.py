@@ -192,6 +192,52 @@ def test_forbidden_global_is_refused(tmp_path: Path, module: str, name: str, pro
     assert not marker.exists()
 
 
+def _text(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _build_on_global_pickle(module: str, name: str, attribute: str) -> bytes:
+    """A protocol-2 pickle that applies BUILD with ``(None, {attribute: (1,)})`` to the global
+    itself, i.e. tries ``setattr(module.name, attribute, (1,))``."""
+    return (
+        b"\x80\x02" + b"c" + f"{module}\n{name}\n".encode()
+        + b"N}" + _text(attribute) + b"K\x01\x85" + b"s" + b"\x86"  # state = (None, {attribute: (1,)})
+        + b"b" + b"."  # BUILD, STOP
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "attribute"),
+    [
+        ("torch._utils", "_rebuild_tensor_v2", "__defaults__"),
+        ("torch._utils", "_rebuild_parameter", "__kwdefaults__"),
+        ("torch", "HalfStorage", "dtype"),
+        ("models.common", "Conv", "qualified_name"),
+        ("collections", "OrderedDict", "fromkeys"),
+        ("numpy", "ndarray", "shape"),
+    ],
+)
+def test_allow_listed_globals_cannot_be_modified(tmp_path: Path, module: str, name: str, attribute: str) -> None:
+    path = _write_torch_zip(tmp_path / "tamper.pt", _build_on_global_pickle(module, name, attribute))
+    with pytest.raises(CheckpointError):
+        load_restricted_pickle(path)
+    # The shared allow-list objects still work: the official checkpoint reads as before.
+    checkpoint = read_official_checkpoint(official_checkpoint_path("yolov7-tiny"))
+    assert checkpoint.state_dict["model.0.conv.weight"].dtype == torch.float16
+    assert checkpoint.module_types[0] == "Conv"
+
+
+def test_numpy_builtin_dtypes_cannot_be_modified(tmp_path: Path) -> None:
+    # numpy.dtype('f8', False, False) would be numpy's shared float64 instance; BUILD then sets
+    # its state (here: big-endian). The reader must hand out a copy instead.
+    state = b"(K\x03" + _text(">") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"
+    data = b"\x80\x02cnumpy\ndtype\n" + _text("f8") + b"\x89\x89\x87R" + state + b"b."
+    loaded = load_restricted_pickle(_write_torch_zip(tmp_path / "dtype.pt", data))
+    assert loaded.byteorder == ">"
+    assert np.dtype("f8").byteorder == "="
+
+
 class _ShellPayload:
     """Pickles itself as a call to ``os.system`` (the classic attack)."""
 
@@ -312,6 +358,7 @@ def test_state_dict_pickle_round_trip(tmp_path: Path, layout: str) -> None:
             ("model.0.bn.num_batches_tracked", torch.tensor(7)),
             ("model.1.w", torch.arange(12, dtype=torch.float32).reshape(3, 4).t()),  # non-contiguous view
             ("model.2.bf", torch.randn(5).to(torch.bfloat16)),
+            ("model.3.param", nn.Parameter(torch.ones(2, 2))),  # pickled via _rebuild_parameter
         ]
     )
     top = {"bare": state, "model": {"model": state, "epoch": -1}, "state_dict": {"state_dict": state},
@@ -319,7 +366,8 @@ def test_state_dict_pickle_round_trip(tmp_path: Path, layout: str) -> None:
     loaded = read_state_dict_pickle(_saved(tmp_path, top))
     assert list(loaded) == list(state)
     for key, tensor in state.items():
-        assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key], tensor), key
+        assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key], tensor.detach()), key
+        assert type(loaded[key]) is torch.Tensor and not loaded[key].requires_grad, key
 
 
 def test_state_dict_is_pointed_to_the_right_reader(tmp_path: Path) -> None:
@@ -405,7 +453,12 @@ def test_training_checkpoint_prefers_ema(tmp_path: Path, monkeypatch: pytest.Mon
     with torch.no_grad():
         for parameter in ema.parameters():
             parameter.add_(1.0)  # EMA weights differ from the raw model's
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    # What SGD(...).state_dict() holds (built by hand: importing torch.optim costs seconds).
+    optimizer_state = {
+        "state": {0: {"momentum_buffer": torch.zeros(8, 3, 3, 3)}},
+        "param_groups": [{"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0005,
+                          "foreach": None, "params": list(range(len(list(model.parameters()))))}],
+    }
     checkpoint = {
         "epoch": 5,
         "best_fitness": np.array([0.5]),
@@ -413,7 +466,7 @@ def test_training_checkpoint_prefers_ema(tmp_path: Path, monkeypatch: pytest.Mon
         "model": copy.deepcopy(model).half(),
         "ema": copy.deepcopy(ema).half() if with_ema else None,
         "updates": 10,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "wandb_id": None,
     }
     path = _saved(tmp_path, checkpoint)
