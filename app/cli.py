@@ -42,7 +42,7 @@ def _run_convert(argv: Sequence[str]) -> int:
     args = _convert_parser().parse_args(argv)
     from detector import load_model, save_model
 
-    model = load_model(args.source, device="cpu")
+    model = load_model(args.source, device="cpu", fuse=False)
     path = save_model(model, args.output, half=not args.fp32)
     logger.info("wrote %s", path)
     print(f"wrote {path}")

@@ -1,1 +1,36 @@
-"""detector package of yolov7-track."""
+"""YOLOv7 detector: architectures, checkpoint I/O, pre/post-processing and ``Detector``.
+
+Public API::
+
+    from detector import AVAILABLE_MODELS, create_model, load_model, save_model, Detector
+"""
+
+from .architectures import AVAILABLE_MODELS
+from .checkpoint import load_model, save_model
+from .errors import (
+    CheckpointError,
+    DetectorError,
+    DownloadError,
+    UnknownModelError,
+    UnsafeCheckpointError,
+    WeightsMismatchError,
+)
+from .inference import Detector, DetectorConfig
+from .model import YOLOv7, create_model, to_deploy
+
+__all__ = [
+    "AVAILABLE_MODELS",
+    "CheckpointError",
+    "Detector",
+    "DetectorConfig",
+    "DetectorError",
+    "DownloadError",
+    "UnknownModelError",
+    "UnsafeCheckpointError",
+    "WeightsMismatchError",
+    "YOLOv7",
+    "create_model",
+    "load_model",
+    "save_model",
+    "to_deploy",
+]

@@ -15,7 +15,8 @@ returns the raw head maps ``(B, na, ny, nx, 5 + nc)`` per level (lead levels, th
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -135,8 +136,10 @@ class YOLOv7(nn.Module):
     def head_index(self) -> int:
         return len(self.model) - 1
 
-    def _run_body(self, x: torch.Tensor, record: list[torch.Tensor] | None = None) -> list:
-        """Run every layer but the head; return the head's inputs."""
+    def _run_body(self, x: torch.Tensor,
+                  observe: Callable[[int, torch.Tensor], None] | None = None) -> list:
+        """Run every layer but the head; return the head's inputs. ``observe(i, output)`` is
+        called after each layer when given."""
         saved: dict[int, torch.Tensor] = {}
         out = x
         for i in range(self.head_index):
@@ -148,8 +151,8 @@ class YOLOv7(nn.Module):
             out = self.model[i](inp)
             if i in self._keep:
                 saved[i] = out
-            if record is not None:
-                record.append(out)
+            if observe is not None:
+                observe(i, out)
         return [out if s == self.head_index - 1 else saved[s] for s in self._sources[-1]]
 
     def forward(self, x: torch.Tensor):
@@ -166,11 +169,20 @@ class YOLOv7(nn.Module):
         finally:
             self.train(was_training)
 
-    def forward_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of every layer except the head, in layer order (for parity checks)."""
-        record: list[torch.Tensor] = []
-        self._run_body(x, record)
-        return record
+    def forward_layers(self, x: torch.Tensor, reduce: Callable[[torch.Tensor], Any] = lambda t: t,
+                       ) -> tuple[list[Any], torch.Tensor, list[torch.Tensor]]:
+        """Eval-mode forward that also returns ``reduce(output)`` of every body layer, in layer
+        order (for parity checks; pass a reduction such as a float64 sum to save memory).
+
+        Returns ``(per-layer values, decoded (B, N, no), raw lead maps)``."""
+        values: list[Any] = []
+        was_training = self.training
+        self.eval()
+        try:
+            decoded, raw = self.head(self._run_body(x, lambda _, out: values.append(reduce(out))))
+        finally:
+            self.train(was_training)
+        return values, decoded, raw
 
     def fuse(self) -> YOLOv7:
         """Fold BatchNorm into convs, merge RepConv branches and implicit layers (in place);
