@@ -225,7 +225,8 @@ class Detector:
     def from_weights(
         cls, source: str | PathLike[str], config: DetectorConfig | None = None, **options: Any
     ) -> Detector:
-        """Load a model with :func:`detector.checkpoint.load_model` and wrap it.
+        """Load a model with :func:`detector.checkpoint.load_model` (on the configured device,
+        fused unless ``fuse=False``) and wrap it.
 
         Args:
             source: an official release ``.pt``, our ``.safetensors`` file, or a registry name
@@ -241,7 +242,7 @@ class Detector:
         config = config if config is not None else DetectorConfig(**options)
         from detector.checkpoint import load_model  # lazy: checkpoint I/O is heavy and optional here
 
-        model = load_model(source, device=resolve_device(config.device))
+        model = load_model(source, device=resolve_device(config.device), fuse=config.fuse)
         return cls(model, config)
 
     # ------------------------------------------------------------------ inference

@@ -343,15 +343,15 @@ def test_warmup_runs_model() -> None:
 def test_from_weights_uses_checkpoint_loader(monkeypatch) -> None:
     calls = []
 
-    def fake_load_model(source, device):
-        calls.append((source, device))
+    def fake_load_model(source, *, device, fuse):
+        calls.append((source, device, fuse))
         return RectangleFinder()
 
     fake_module = types.ModuleType("detector.checkpoint")
     fake_module.load_model = fake_load_model
     monkeypatch.setitem(sys.modules, "detector.checkpoint", fake_module)
     detector = Detector.from_weights("weights.safetensors", device="cpu", conf_thres=0.5)
-    assert calls == [("weights.safetensors", torch.device("cpu"))]
+    assert calls == [("weights.safetensors", torch.device("cpu"), True)]
     assert detector.config.conf_thres == 0.5 and isinstance(detector.model, RectangleFinder)
 
 
@@ -364,3 +364,30 @@ def test_cuda_matches_cpu(half: bool) -> None:
     for expected, got in zip(cpu, cuda):
         np.testing.assert_allclose(got.xyxy, expected.xyxy, atol=0.5 if half else 1e-4)
         np.testing.assert_array_equal(got.class_id, expected.class_id)
+
+
+def test_from_weights_with_official_format_fixture() -> None:
+    """The real loader and model: yolov7-tiny from the official-format fixture checkpoint gives
+    the golden detect.py boxes on the COCO image (README assertion 5, conf 0.25 / IoU 0.45)."""
+    from shared_data import shared_path
+
+    checkpoint = shared_path("fixtures", "yolov7", "yolov7-tiny.official-format.pt")
+    with np.load(shared_path("fixtures", "yolov7", "inputs", "coco139.npz")) as data:
+        frame = data["orig_bgr"]
+    with np.load(shared_path("fixtures", "yolov7", "golden", "yolov7-tiny__coco139.npz")) as golden:
+        expected = golden["det_conf0p25_iou0p45"]
+    previous_threads = torch.get_num_threads()
+    try:
+        detections = Detector.from_weights(checkpoint, device="cpu", num_threads=1)(frame)
+    finally:
+        torch.set_num_threads(previous_threads)
+    assert len(detections) == len(expected)
+    unused = set(range(len(detections)))
+    for x1, y1, x2, y2, conf, cls in expected:
+        same_class = [i for i in unused if detections.class_id[i] == int(cls)]
+        assert same_class, f"no detection of class {int(cls)} left"
+        errors = {i: np.abs(detections.xyxy[i] - [x1, y1, x2, y2]).max() for i in same_class}
+        best = min(errors, key=errors.get)
+        assert errors[best] <= 2e-2
+        assert abs(detections.confidence[best] - conf) <= 2e-4
+        unused.remove(best)
