@@ -183,9 +183,6 @@ class Detector:
                 f"half=True needs a CUDA device, but device {self.config.device!r} resolved to "
                 f"{self.device}; use half=False"
             )
-        if self.config.num_threads is not None:
-            torch.set_num_threads(self.config.num_threads)
-
         self.names: list[str] = [str(name) for name in _model_attribute(model, "names")]
         self.num_classes = int(_model_attribute(model, "num_classes"))
         if len(self.names) != self.num_classes:
@@ -210,6 +207,8 @@ class Detector:
         self._class_names = np.asarray(self.names, dtype=str)
         self.dtype = torch.float16 if self.config.half else torch.float32
 
+        if self.config.num_threads is not None:
+            torch.set_num_threads(self.config.num_threads)
         model = model.to(self.device).eval()
         if self.config.fuse and callable(getattr(model, "fuse", None)) and not getattr(model, "is_fused", False):
             model = model.fuse() or model
