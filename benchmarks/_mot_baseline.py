@@ -44,21 +44,23 @@ def _pairwise_iou(a: np.ndarray, b: np.ndarray, plus_one: float = 0.0) -> np.nda
 
 def _box_to_z(box: np.ndarray) -> np.ndarray:
     w, h = box[2] - box[0], box[3] - box[1]
-    return np.array([[box[0] + w / 2.0], [box[1] + h / 2.0], [w * h], [w / float(h)]])
+    return np.array([box[0] + w / 2.0, box[1] + h / 2.0, w * h, w / float(h)]).reshape((4, 1))
 
 
 def _x_to_box(x: np.ndarray) -> np.ndarray:
-    w = np.sqrt(x[2, 0] * x[3, 0])
-    h = x[2, 0] / w
-    return np.array([x[0, 0] - w / 2.0, x[1, 0] - h / 2.0, x[0, 0] + w / 2.0, x[1, 0] + h / 2.0])
+    w = np.sqrt(x[2] * x[3])
+    h = x[2] / w
+    return np.array([x[0] - w / 2.0, x[1] - h / 2.0, x[0] + w / 2.0, x[1] + h / 2.0]).reshape((1, 4))
 
 
 class _SortTrack:
     def __init__(self, box: np.ndarray, track_id: int) -> None:
         kf = KalmanFilter(dim_x=7, dim_z=4)
-        kf.F = np.eye(7)
-        kf.F[0, 4] = kf.F[1, 5] = kf.F[2, 6] = 1.0
-        kf.H = np.eye(4, 7)
+        kf.F = np.array([[1, 0, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 0, 1],
+                         [0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1, 0],
+                         [0, 0, 0, 0, 0, 0, 1]])
+        kf.H = np.array([[1, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0],
+                         [0, 0, 0, 1, 0, 0, 0]])
         kf.R[2:, 2:] *= 10.0
         kf.P[4:, 4:] *= 1000.0
         kf.P *= 10.0
@@ -69,24 +71,30 @@ class _SortTrack:
         self.id = track_id
         self.time_since_update = 0
         self.hit_streak = 0
+        self.history: list[np.ndarray] = []
 
     def predict(self) -> np.ndarray:
-        if self.kf.x[6, 0] + self.kf.x[2, 0] <= 0:
-            self.kf.x[6, 0] = 0.0
+        if self.kf.x[6] + self.kf.x[2] <= 0:
+            self.kf.x[6] *= 0.0
         self.kf.predict()
         if self.time_since_update > 0:
             self.hit_streak = 0
         self.time_since_update += 1
-        return _x_to_box(self.kf.x)
+        self.history.append(_x_to_box(self.kf.x))
+        return self.history[-1]
 
     def update(self, box: np.ndarray) -> None:
         self.time_since_update = 0
+        self.history = []
         self.hit_streak += 1
         self.kf.update(_box_to_z(box))
 
+    def get_state(self) -> np.ndarray:
+        return _x_to_box(self.kf.x)
+
 
 class NaiveSort:
-    """SORT as in the reference ``sort.py``; IDs per instance from 1."""
+    """SORT as in the reference ``sort.py``, operation for operation; IDs per instance from 1."""
 
     def __init__(self, max_age: int = 1, min_hits: int = 3, iou_threshold: float = 0.3) -> None:
         self.max_age, self.min_hits, self.iou_threshold = max_age, min_hits, iou_threshold
@@ -96,58 +104,57 @@ class NaiveSort:
 
     def _associate(self, dets: np.ndarray, predicted: np.ndarray):
         if len(predicted) == 0:
-            return [], list(range(len(dets))), []
-        iou = _pairwise_iou(dets, predicted)
-        pairs = []
+            return np.empty((0, 2), dtype=int), np.arange(len(dets))
+        iou = _pairwise_iou(dets[:, :4], predicted[:, :4])
         if min(iou.shape) > 0:
-            above = iou > self.iou_threshold
+            above = (iou > self.iou_threshold).astype(np.int32)
             if above.sum(1).max() == 1 and above.sum(0).max() == 1:
-                pairs = [(int(d), int(t)) for d, t in zip(*np.nonzero(above))]
+                pairs = np.stack(np.where(above), axis=1)
             else:
-                _, row_to_col, _ = lap.lapjv(-iou, extend_cost=True)
-                pairs = [(d, int(t)) for d, t in enumerate(row_to_col) if t >= 0]
-        paired_dets = [d for d, _ in pairs]
-        paired_trks = [t for _, t in pairs]
-        unmatched_dets = [d for d in range(len(dets)) if d not in paired_dets]
-        unmatched_trks = [t for t in range(len(predicted)) if t not in paired_trks]
+                _, row_to_col, col_to_row = lap.lapjv(-iou, extend_cost=True)
+                pairs = np.array([[col_to_row[c], c] for c in row_to_col if c >= 0])
+        else:
+            pairs = np.empty(shape=(0, 2))
+        unmatched_dets = [d for d in range(len(dets)) if d not in pairs[:, 0]]
         matches = []
-        for d, t in pairs:
-            if iou[d, t] < self.iou_threshold:
-                unmatched_dets.append(d)
-                unmatched_trks.append(t)
+        for pair in pairs:
+            if iou[pair[0], pair[1]] < self.iou_threshold:
+                unmatched_dets.append(pair[0])
             else:
-                matches.append((d, t))
-        return matches, unmatched_dets, unmatched_trks
+                matches.append(pair.reshape(1, 2))
+        matches = np.concatenate(matches, axis=0) if matches else np.empty((0, 2), dtype=int)
+        return matches, np.array(unmatched_dets)
 
     def update(self, dets: np.ndarray) -> np.ndarray:
         self.frame_count += 1
-        predicted = []
-        kept = []
-        for track in self.tracks:
-            box = track.predict()
-            if not np.any(np.isnan(box)):
-                predicted.append(box)
-                kept.append(track)
-        self.tracks = kept
-        predicted = np.array(predicted).reshape(-1, 4)
-        matches, unmatched_dets, _ = self._associate(dets[:, :4], predicted)
+        predicted = np.zeros((len(self.tracks), 5))
+        invalid = []
+        for t, row in enumerate(predicted):
+            box = self.tracks[t].predict()[0]
+            row[:] = [box[0], box[1], box[2], box[3], 0]
+            if np.any(np.isnan(box)):
+                invalid.append(t)
+        predicted = np.ma.compress_rows(np.ma.masked_invalid(predicted))
+        for t in reversed(invalid):
+            self.tracks.pop(t)
+        matches, unmatched_dets = self._associate(dets, predicted)
         for d, t in matches:
             self.tracks[t].update(dets[d, :4])
         for d in unmatched_dets:
             self.tracks.append(_SortTrack(dets[d, :4], self.next_id))
             self.next_id += 1
         out = []
-        survivors = []
-        for track in self.tracks:
-            reported = track.time_since_update < 1 and (
+        i = len(self.tracks)
+        for track in reversed(self.tracks):
+            box = track.get_state()[0]
+            if track.time_since_update < 1 and (
                 track.hit_streak >= self.min_hits or self.frame_count <= self.min_hits
-            )
-            if reported:
-                out.append(np.r_[_x_to_box(track.kf.x), track.id])
-            if track.time_since_update <= self.max_age:
-                survivors.append(track)
-        self.tracks = survivors
-        return np.array(out).reshape(-1, 5)
+            ):
+                out.append(np.concatenate((box, [track.id])).reshape(1, -1))
+            i -= 1
+            if track.time_since_update > self.max_age:
+                self.tracks.pop(i)
+        return np.concatenate(out) if out else np.empty((0, 5))
 
 
 # ----------------------------------------------------------------------------------------------

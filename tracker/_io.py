@@ -124,16 +124,24 @@ def select_tracked_rows(
 
     Returns:
         ``supervision.Detections`` with m rows; ``xyxy`` float32; every other per-row field
-        (confidence, class_id, mask, data) taken from the input rows.
+        (confidence, class_id, mask, data) taken from the input rows; ``metadata`` copied.
     """
-    if len(rows) == 0:
-        empty = detections[np.zeros(0, dtype=np.int64)]
-        empty.tracker_id = np.zeros(0, dtype=np.int64)
-        return empty
-    selected = detections[rows]
-    selected.xyxy = xyxy.astype(np.float32)
-    selected.tracker_id = tracker_id.astype(np.int64)
-    return selected
+    return sv.Detections(
+        xyxy=xyxy.astype(np.float32),
+        mask=None if detections.mask is None else detections.mask[rows],
+        confidence=None if detections.confidence is None else detections.confidence[rows],
+        class_id=None if detections.class_id is None else detections.class_id[rows],
+        tracker_id=tracker_id.astype(np.int64),
+        data={key: _take_rows(value, rows) for key, value in detections.data.items()},
+        metadata=dict(detections.metadata),
+    )
+
+
+def _take_rows(value: np.ndarray | list, rows: np.ndarray) -> np.ndarray | list:
+    """Rows of one ``Detections.data`` entry (an array, or a list as supervision also allows)."""
+    if isinstance(value, np.ndarray):
+        return value[rows]
+    return [value[int(i)] for i in rows]
 
 
 class FrameClock:

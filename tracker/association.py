@@ -46,17 +46,57 @@ def match_sort(iou: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.nd
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.arange(n_dets)
     above = iou > iou_threshold
-    if above.sum(axis=1).max() == 1 and above.sum(axis=0).max() == 1:
+    if _is_partial_permutation(above):
         det_idx, track_idx = np.nonzero(above)
-    else:
-        _, det_to_track, _ = lap.lapjv(-iou, extend_cost=True)
-        det_idx = np.flatnonzero(det_to_track >= 0)
-        track_idx = det_to_track[det_idx]
+        unmatched = np.ones(n_dets, dtype=bool)
+        unmatched[det_idx] = False
+        return det_idx, track_idx, np.flatnonzero(unmatched)
+    det_to_track = _max_total_assignment(iou)
+    det_idx = np.flatnonzero(det_to_track >= 0)
+    track_idx = det_to_track[det_idx].astype(np.int64)
     accepted = iou[det_idx, track_idx] >= iou_threshold
-    paired = np.zeros(n_dets, dtype=bool)
-    paired[det_idx] = True
-    unmatched = np.concatenate([np.flatnonzero(~paired), det_idx[~accepted]])
-    return det_idx[accepted].astype(np.int64), track_idx[accepted].astype(np.int64), unmatched.astype(np.int64)
+    never_paired = det_to_track < 0
+    unmatched = np.concatenate([np.flatnonzero(never_paired), det_idx[~accepted]])
+    return det_idx[accepted], track_idx[accepted], unmatched
+
+
+def _max_total_assignment(score: np.ndarray) -> np.ndarray:
+    """Row -> column (-1 if none) maximising the total score of a rectangular matrix.
+
+    Same answer as ``lap.lapjv(-score, extend_cost=True)`` (zero-padded to square, which is what
+    that option does), with the padding done here because it is cheaper than lap's own.
+    """
+    n_rows, n_cols = score.shape
+    size = max(n_rows, n_cols)
+    square = np.zeros((size, size))
+    square[:n_rows, :n_cols] = -score
+    _, row_to_col, _ = lap.lapjv(square)
+    row_to_col = row_to_col[:n_rows]
+    return np.where(row_to_col < n_cols, row_to_col, -1)
+
+
+def _min_cost_assignment_with_limit(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(row -> column, column -> row)``, -1 for unmatched, of the minimum-cost assignment in
+    which leaving a row and a column unmatched costs ``cost_limit``.
+
+    Same answer as ``lap.lapjv(cost, extend_cost=True, cost_limit=cost_limit)``: the square
+    (n + m) matrix built here is the one lap builds for that call (``cost_limit / 2`` for every
+    dummy pairing, 0 between dummies).
+    """
+    n_rows, n_cols = cost.shape
+    size = n_rows + n_cols
+    extended = np.full((size, size), cost_limit / 2.0)
+    extended[n_rows:, n_cols:] = 0.0
+    extended[:n_rows, :n_cols] = cost
+    _, row_to_col, col_to_row = lap.lapjv(extended)
+    row_to_col = row_to_col[:n_rows]
+    col_to_row = col_to_row[:n_cols]
+    return np.where(row_to_col < n_cols, row_to_col, -1), np.where(col_to_row < n_rows, col_to_row, -1)
+
+
+def _is_partial_permutation(mask: np.ndarray) -> bool:
+    """True if ``mask`` has at least one True and at most one True in every row and column."""
+    return bool(mask.sum(axis=1).max() == 1 and mask.sum(axis=0).max() == 1)
 
 
 def match_below_cost(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -74,7 +114,20 @@ def match_below_cost(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, n
     if n_rows == 0 or n_cols == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.arange(n_rows), np.arange(n_cols)
-    _, row_to_col, col_to_row = lap.lapjv(cost, extend_cost=True, cost_limit=cost_limit)
+    acceptable = cost < cost_limit
+    if not acceptable.any():
+        if not (cost == cost_limit).any():
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.arange(n_rows), np.arange(n_cols)
+    elif _is_partial_permutation(acceptable) and not (cost == cost_limit).any():
+        # Every acceptable pair is cheaper than leaving both ends unmatched and no two compete,
+        # so the optimum is exactly this set of pairs (what lapjv returns, without the call).
+        rows, cols = np.nonzero(acceptable)
+        row_free = np.ones(n_rows, dtype=bool)
+        row_free[rows] = False
+        col_free = np.ones(n_cols, dtype=bool)
+        col_free[cols] = False
+        return rows, cols, np.flatnonzero(row_free), np.flatnonzero(col_free)
+    row_to_col, col_to_row = _min_cost_assignment_with_limit(cost, cost_limit)
     rows = np.flatnonzero(row_to_col >= 0)
     return (
         rows,

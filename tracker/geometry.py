@@ -25,14 +25,18 @@ def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray, pixel_offset: float = 0
     """
     if len(boxes_a) == 0 or len(boxes_b) == 0:
         return np.zeros((len(boxes_a), len(boxes_b)))
-    a = boxes_a[:, None, :]
-    b = boxes_b[None, :, :]
-    inter_w = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + pixel_offset
-    inter_h = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + pixel_offset
-    intersection = np.maximum(inter_w, 0.0) * np.maximum(inter_h, 0.0)
-    area_a = (boxes_a[:, 2] - boxes_a[:, 0] + pixel_offset) * (boxes_a[:, 3] - boxes_a[:, 1] + pixel_offset)
-    area_b = (boxes_b[:, 2] - boxes_b[:, 0] + pixel_offset) * (boxes_b[:, 3] - boxes_b[:, 1] + pixel_offset)
-    return intersection / (area_a[:, None] + area_b[None, :] - intersection)
+    # Overlap extents (n, m, 2): min of the far corners minus max of the near corners.
+    overlap = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    overlap -= np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    if pixel_offset:
+        overlap += pixel_offset
+    np.maximum(overlap, 0.0, out=overlap)
+    intersection = overlap[..., 0] * overlap[..., 1]
+    size_a = boxes_a[:, 2:] - boxes_a[:, :2] + pixel_offset
+    size_b = boxes_b[:, 2:] - boxes_b[:, :2] + pixel_offset
+    union = (size_a[:, 0] * size_a[:, 1])[:, None] + (size_b[:, 0] * size_b[:, 1])[None, :]
+    union -= intersection
+    return intersection / union
 
 
 def xyxy_to_xysr(boxes: np.ndarray) -> np.ndarray:
@@ -42,7 +46,12 @@ def xyxy_to_xysr(boxes: np.ndarray) -> np.ndarray:
     """
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
-    return np.stack([boxes[:, 0] + w / 2.0, boxes[:, 1] + h / 2.0, w * h, w / h], axis=1)
+    out = np.empty((len(boxes), 4))
+    out[:, 0] = boxes[:, 0] + w / 2.0
+    out[:, 1] = boxes[:, 1] + h / 2.0
+    out[:, 2] = w * h
+    out[:, 3] = w / h
+    return out
 
 
 def xysr_to_xyxy(xysr: np.ndarray) -> np.ndarray:
@@ -51,13 +60,20 @@ def xysr_to_xyxy(xysr: np.ndarray) -> np.ndarray:
     ``w = sqrt(s * r)``, ``h = s / w``. A state whose area and aspect have opposite signs has no
     box; its row is NaN (SORT drops such tracks).
     """
-    with np.errstate(invalid="ignore", divide="ignore"):
-        w = np.sqrt(xysr[:, 2] * xysr[:, 3])
+    area_times_aspect = xysr[:, 2] * xysr[:, 3]  # = w^2
+    if (area_times_aspect > 0).all():
+        w = np.sqrt(area_times_aspect)
         h = xysr[:, 2] / w
-    half_w, half_h = w / 2.0, h / 2.0
-    return np.stack(
-        [xysr[:, 0] - half_w, xysr[:, 1] - half_h, xysr[:, 0] + half_w, xysr[:, 1] + half_h], axis=1
-    )
+    else:  # degenerate states become NaN rows, as in the reference; no warning for them
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.sqrt(area_times_aspect)
+            h = xysr[:, 2] / w
+    half_size = np.empty((len(xysr), 2))
+    half_size[:, 0] = w
+    half_size[:, 1] = h
+    half_size *= 0.5
+    centre = xysr[:, :2]
+    return np.concatenate((centre - half_size, centre + half_size), axis=1)
 
 
 def xyxy_to_xyah(boxes: np.ndarray) -> np.ndarray:
@@ -68,12 +84,20 @@ def xyxy_to_xyah(boxes: np.ndarray) -> np.ndarray:
     """
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
-    return np.stack([boxes[:, 0] + w / 2.0, boxes[:, 1] + h / 2.0, w / h, h], axis=1)
+    out = np.empty((len(boxes), 4))
+    out[:, 0] = boxes[:, 0] + w / 2.0
+    out[:, 1] = boxes[:, 1] + h / 2.0
+    out[:, 2] = w / h
+    out[:, 3] = h
+    return out
 
 
 def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     """Inverse of :func:`xyxy_to_xyah` on the first four state entries, float64 (n, >=4) -> (n, 4)."""
     w = xyah[:, 2] * xyah[:, 3]
-    x1 = xyah[:, 0] - w / 2.0
-    y1 = xyah[:, 1] - xyah[:, 3] / 2.0
-    return np.stack([x1, y1, x1 + w, y1 + xyah[:, 3]], axis=1)
+    out = np.empty((len(xyah), 4))
+    out[:, 0] = xyah[:, 0] - w / 2.0
+    out[:, 1] = xyah[:, 1] - xyah[:, 3] / 2.0
+    out[:, 2] = out[:, 0] + w
+    out[:, 3] = out[:, 1] + xyah[:, 3]
+    return out

@@ -6,13 +6,23 @@ State (Zhang et al. 2022, "ByteTrack", section 4.1, which takes DeepSORT's filte
     mean = [x, y, a, h, x', y', a', h']
 
 ``x, y`` box centre (pixels), ``a`` aspect ratio w / h, ``h`` height (pixels), primes are
-velocities per frame; constant-velocity model, measurement ``[x, y, a, h]``. Process and
-measurement noise standard deviations are proportional to the box height (``1/20`` of ``h`` for
-positions, ``1/160`` for velocities; constants of the DeepSORT / ByteTrack reference code), except
-the aspect ratio's, which are fixed.
+velocities per frame; constant-velocity model ``F``, measurement ``H = [I 0]``. Process and
+measurement noise standard deviations are proportional to the current box height (``1/20`` of
+``h`` for positions, ``1/160`` for velocities), except the aspect ratio's, which are fixed
+(constants of the DeepSORT / ByteTrack reference code).
 
-Every function takes and returns new arrays (``mean`` float64 (n, 8), ``covariance`` float64
-(n, 8, 8)); nothing is modified in place. Prediction is one batched call for all tracks.
+Covariance layout. ``F`` couples each quantity only with its own velocity and all noise matrices
+are diagonal, so every covariance is block-diagonal with one 2x2 block per quantity and the
+innovation covariance ``S`` is diagonal. The three distinct entries of each block are stored,
+float64 (n, 12)::
+
+    [var(x), var(y), var(a), var(h) | cov(x,x'), ..., cov(h,h') | var(x'), ..., var(h')]
+
+so that prediction and correction of all tracks are a few element-wise array operations.
+:func:`to_matrix` rebuilds the full (n, 8, 8) matrices. ``tests/test_tracker_kalman.py`` checks
+these functions against the full-matrix equations of the reference implementation.
+
+Every function takes and returns new arrays; nothing is modified in place.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import numpy as np
 STATE_DIM = 8
 MEASUREMENT_DIM = 4
 HEIGHT, HEIGHT_VELOCITY = 3, 7
+ASPECT = 2
+COV_DIM = 3 * MEASUREMENT_DIM
 
 # Noise standard deviations relative to the box height (DeepSORT / ByteTrack reference values).
 STD_WEIGHT_POSITION = 1.0 / 20
@@ -34,64 +46,79 @@ STD_ASPECT_MEASUREMENT = 1e-1
 INITIAL_POSITION_FACTOR = 2.0
 INITIAL_VELOCITY_FACTOR = 10.0
 
-_MOTION = np.eye(STATE_DIM)
-_MOTION[np.arange(4), np.arange(4) + 4] = 1.0  # position += velocity * 1 frame
-_MOTION_T = _MOTION.T.copy()
+
+def _noise_blocks(position_weight: float, velocity_weight: float, aspect_std: float, aspect_velocity_std: float):
+    """Variances as (3, 4) blocks: ``scale * h^2 + fixed`` gives the per-track noise."""
+    scale = np.zeros((3, MEASUREMENT_DIM))
+    scale[0] = position_weight**2
+    scale[2] = velocity_weight**2
+    scale[:, ASPECT] = 0.0
+    fixed = np.zeros((3, MEASUREMENT_DIM))
+    fixed[0, ASPECT] = aspect_std**2
+    fixed[2, ASPECT] = aspect_velocity_std**2
+    return scale, fixed
 
 
-def _diag_batch(variances: np.ndarray) -> np.ndarray:
-    """float (n, d) -> (n, d, d) diagonal matrices."""
-    n, d = variances.shape
-    out = np.zeros((n, d, d))
-    out[:, np.arange(d), np.arange(d)] = variances
-    return out
+_INITIAL_SCALE, _INITIAL_FIXED = _noise_blocks(
+    INITIAL_POSITION_FACTOR * STD_WEIGHT_POSITION, INITIAL_VELOCITY_FACTOR * STD_WEIGHT_VELOCITY,
+    STD_ASPECT, STD_ASPECT_VELOCITY,
+)
+_PROCESS_SCALE, _PROCESS_FIXED = _noise_blocks(STD_WEIGHT_POSITION, STD_WEIGHT_VELOCITY, STD_ASPECT, STD_ASPECT_VELOCITY)
+_MEASUREMENT_SCALE = _PROCESS_SCALE[0]
+_MEASUREMENT_FIXED = np.where(np.arange(MEASUREMENT_DIM) == ASPECT, STD_ASPECT_MEASUREMENT**2, 0.0)
 
 
 def initiate(measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """New tracks from measurements float64 (n, 4) ``[x, y, a, h]``: zero velocity, diagonal covariance."""
-    n = len(measurement)
-    h = measurement[:, HEIGHT]
-    mean = np.zeros((n, STATE_DIM))
+    """New tracks from measurements float64 (n, 4) ``[x, y, a, h]``: zero velocity, diagonal
+    covariance with standard deviations ``2/20 h`` (positions) and ``10/160 h`` (velocities)."""
+    mean = np.zeros((len(measurement), STATE_DIM))
     mean[:, :MEASUREMENT_DIM] = measurement
-    pos = INITIAL_POSITION_FACTOR * STD_WEIGHT_POSITION * h
-    vel = INITIAL_VELOCITY_FACTOR * STD_WEIGHT_VELOCITY * h
-    std = np.stack([pos, pos, np.full(n, STD_ASPECT), pos, vel, vel, np.full(n, STD_ASPECT_VELOCITY), vel], axis=1)
-    return mean, _diag_batch(np.square(std))
+    h2 = np.square(measurement[:, HEIGHT])
+    cov = h2[:, None, None] * _INITIAL_SCALE + _INITIAL_FIXED
+    return mean, cov.reshape(-1, COV_DIM)
 
 
-def predict(mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One frame ahead: ``mean' = F mean``, ``cov' = F cov F^T + Q(h)`` with ``h`` the current height."""
-    n = len(mean)
-    h = mean[:, HEIGHT]
-    pos = STD_WEIGHT_POSITION * h
-    vel = STD_WEIGHT_VELOCITY * h
-    std = np.stack([pos, pos, np.full(n, STD_ASPECT), pos, vel, vel, np.full(n, STD_ASPECT_VELOCITY), vel], axis=1)
-    new_mean = mean @ _MOTION_T
-    new_cov = _MOTION @ covariance @ _MOTION_T
-    idx = np.arange(STATE_DIM)
-    new_cov[:, idx, idx] += np.square(std)
-    return new_mean, new_cov
+def predict(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One frame ahead: ``mean' = F mean``, ``P' = F P F^T + Q(h)``, ``h`` the current height.
+
+    Per quantity: ``var' = var + 2 cov + var_vel + q_pos``, ``cov' = cov + var_vel``,
+    ``var_vel' = var_vel + q_vel``.
+    """
+    new_mean = mean.copy()
+    new_mean[:, :MEASUREMENT_DIM] += mean[:, MEASUREMENT_DIM:]
+    blocks = cov.reshape(-1, 3, MEASUREMENT_DIM)
+    h2 = np.square(mean[:, HEIGHT])
+    new_blocks = blocks + h2[:, None, None] * _PROCESS_SCALE
+    new_blocks += _PROCESS_FIXED
+    new_blocks[:, 0] += 2.0 * blocks[:, 1] + blocks[:, 2]
+    new_blocks[:, 1] += blocks[:, 2]
+    return new_mean, new_blocks.reshape(-1, COV_DIM)
 
 
-def update(
-    mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def update(mean: np.ndarray, cov: np.ndarray, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Correct each track with its measurement float64 (m, 4) ``[x, y, a, h]``.
 
-    Projection ``S = H cov H^T + R(h)`` (``h`` from the predicted mean), gain
-    ``K = cov H^T S^-1`` (solved, not inverted, as the reference's Cholesky solve),
-    ``mean' = mean + K (z - H mean)``, ``cov' = cov - K S K^T``.
+    ``S = var + R(h)`` (``h`` from the predicted mean), gain ``k_pos = var / S``,
+    ``k_vel = cov / S``; ``mean' = mean + K (z - H mean)``; ``P' = P - K S K^T``, which per 2x2
+    block is ``var' = k_pos R``, ``cov' = k_vel R``, ``var_vel' = var_vel - k_vel cov``.
     """
-    h = mean[:, HEIGHT]
-    pos = np.square(STD_WEIGHT_POSITION * h)
-    S = covariance[:, :MEASUREMENT_DIM, :MEASUREMENT_DIM].copy()
-    S[:, 0, 0] += pos
-    S[:, 1, 1] += pos
-    S[:, 2, 2] += STD_ASPECT_MEASUREMENT**2
-    S[:, 3, 3] += pos
-    PHT = covariance[:, :, :MEASUREMENT_DIM]  # cov H^T, (m, 8, 4)
-    gain = np.linalg.solve(S, PHT.transpose(0, 2, 1)).transpose(0, 2, 1)  # (m, 8, 4)
+    blocks = cov.reshape(-1, 3, MEASUREMENT_DIM)
+    R = np.square(mean[:, HEIGHT])[:, None] * _MEASUREMENT_SCALE + _MEASUREMENT_FIXED
+    S = blocks[:, 0] + R
+    gain = blocks[:, :2] / S[:, None, :]  # (m, 2, 4): k_pos, k_vel
     innovation = measurement - mean[:, :MEASUREMENT_DIM]
-    new_mean = mean + (gain @ innovation[:, :, None])[:, :, 0]
-    new_cov = covariance - gain @ S @ gain.transpose(0, 2, 1)
-    return new_mean, new_cov
+    new_mean = mean + (gain * innovation[:, None, :]).reshape(-1, STATE_DIM)
+    new_blocks = np.empty_like(blocks)
+    new_blocks[:, :2] = gain * R[:, None, :]
+    new_blocks[:, 2] = blocks[:, 2] - gain[:, 1] * blocks[:, 1]
+    return new_mean, new_blocks.reshape(-1, COV_DIM)
+
+
+def to_matrix(cov: np.ndarray) -> np.ndarray:
+    """float (n, 12) per-quantity layout -> (n, 8, 8) full covariance matrices."""
+    P = np.zeros((len(cov), STATE_DIM, STATE_DIM))
+    i = np.arange(MEASUREMENT_DIM)
+    P[:, i, i] = cov[:, 0:4]
+    P[:, i, i + 4] = P[:, i + 4, i] = cov[:, 4:8]
+    P[:, i + 4, i + 4] = cov[:, 8:12]
+    return P

@@ -73,30 +73,47 @@ def _require_frame_rate(frame_rate: float) -> None:
 
 
 class _SortTracks:
-    """All live tracks as parallel arrays, in creation order (the reference's list order)."""
+    """All live tracks as rows of two packed arrays, in creation order (the reference's list
+    order); packing keeps the per-frame bookkeeping to a few array operations.
+
+    Float columns: Kalman state ``x`` (7), covariance (10, see :mod:`tracker.kalman_sort`),
+    ``last_seen_s``. Integer columns: ``track_id``, ``hit_streak`` (consecutive matched updates),
+    ``last_seen_frame`` (update index of the last match), ``class_id``, ``row`` (input row matched
+    in this update, -1 if none).
+    """
+
+    _X = slice(0, kalman_sort.STATE_DIM)
+    _COV = slice(kalman_sort.STATE_DIM, kalman_sort.STATE_DIM + kalman_sort.COV_DIM)
+    _LAST_SEEN_S = kalman_sort.STATE_DIM + kalman_sort.COV_DIM
+    _TRACK_ID, _HIT_STREAK, _LAST_SEEN_FRAME, _CLASS_ID, _ROW = range(5)
 
     def __init__(self) -> None:
-        self.x = np.zeros((0, kalman_sort.STATE_DIM))  # Kalman states (n, 7)
-        self.P = np.zeros((0, kalman_sort.STATE_DIM, kalman_sort.STATE_DIM))  # covariances
-        self.track_id = np.zeros(0, dtype=np.int64)
-        self.hit_streak = np.zeros(0, dtype=np.int64)  # consecutive matched updates
-        self.last_seen_frame = np.zeros(0, dtype=np.int64)  # update index of the last match
-        self.last_seen_s = np.zeros(0)  # timestamp of the last match (seconds mode)
-        self.class_id = np.zeros(0, dtype=np.int64)
-        self.row = np.zeros(0, dtype=np.int64)  # input row matched in this update, -1 if none
-
-    FIELDS = ("x", "P", "track_id", "hit_streak", "last_seen_frame", "last_seen_s", "class_id", "row")
+        self.floats = np.zeros((0, self._LAST_SEEN_S + 1))
+        self.ints = np.zeros((0, 5), dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.track_id)
+        return len(self.ints)
+
+    x = property(lambda self: self.floats[:, self._X])
+    cov = property(lambda self: self.floats[:, self._COV])
+    last_seen_s = property(lambda self: self.floats[:, self._LAST_SEEN_S])
+    track_id = property(lambda self: self.ints[:, self._TRACK_ID])
+    hit_streak = property(lambda self: self.ints[:, self._HIT_STREAK])
+    last_seen_frame = property(lambda self: self.ints[:, self._LAST_SEEN_FRAME])
+    class_id = property(lambda self: self.ints[:, self._CLASS_ID])
+    row = property(lambda self: self.ints[:, self._ROW])
 
     def keep(self, mask: np.ndarray) -> None:
-        for name in self.FIELDS:
-            setattr(self, name, getattr(self, name)[mask])
+        self.floats = self.floats[mask]
+        self.ints = self.ints[mask]
 
-    def append(self, other: dict[str, np.ndarray]) -> None:
-        for name in self.FIELDS:
-            setattr(self, name, np.concatenate([getattr(self, name), other[name]]))
+    def append(self, x: np.ndarray, cov: np.ndarray, now_s: float, ints: np.ndarray) -> None:
+        floats = np.empty((len(x), self.floats.shape[1]))
+        floats[:, self._X] = x
+        floats[:, self._COV] = cov
+        floats[:, self._LAST_SEEN_S] = now_s
+        self.floats = np.concatenate([self.floats, floats])
+        self.ints = np.concatenate([self.ints, ints])
 
 
 class SORT:
@@ -178,13 +195,15 @@ class SORT:
         self._correct(tracks, track_idx, det_idx, z)
         self._start_tracks(tracks, unmatched, z, frame.class_id)
 
-        reported = self._reported_mask(tracks)
+        reported = np.flatnonzero(self._reported_mask(tracks))
+        reported = reported[np.argsort(tracks.row[reported], kind="stable")]
+        boxes = xysr_to_xyxy(tracks.x[reported])
+        ids = tracks.track_id[reported]
         rows = tracks.row[reported]
-        order = np.argsort(rows, kind="stable")
-        boxes = xysr_to_xyxy(tracks.x[reported][order])
-        ids = tracks.track_id[reported][order]
-        tracks.keep(~self._lifetime.expired_after_association(self._clock, tracks.last_seen_frame, tracks.last_seen_s))
-        return select_tracked_rows(detections, rows[order], boxes, ids)
+        expired = self._lifetime.expired_after_association(self._clock, tracks.last_seen_frame, tracks.last_seen_s)
+        if expired.any():
+            tracks.keep(~expired)
+        return select_tracked_rows(detections, rows, boxes, ids)
 
     def _drop_expired_during_gap(self, tracks: _SortTracks) -> None:
         expired = self._lifetime.expired_before_association(self._clock, tracks.last_seen_s)
@@ -193,30 +212,32 @@ class SORT:
 
     def _predict(self, tracks: _SortTracks) -> np.ndarray:
         """Step 1: predict all tracks; drop those without a valid box. Returns (n, 4) xyxy."""
-        tracks.row = np.full(len(tracks), -1, dtype=np.int64)
         if len(tracks) == 0:
             return np.zeros((0, 4))
+        tracks.row[:] = -1
         # A track unmatched in the previous update loses its streak (reference `predict`).
         tracks.hit_streak[tracks.last_seen_frame < self._clock.frame_index - 1] = 0
-        tracks.x, tracks.P = kalman_sort.predict(self._model, tracks.x, tracks.P)
+        tracks.x[:], tracks.cov[:] = kalman_sort.predict(self._model, tracks.x, tracks.cov)
         boxes = xysr_to_xyxy(tracks.x)
-        valid = ~np.isnan(boxes).any(axis=1)
-        if not valid.all():
-            tracks.keep(valid)
-            boxes = boxes[valid]
+        invalid = np.isnan(boxes[:, 1])  # y1 is NaN exactly when the state has no box
+        if invalid.any():
+            tracks.keep(~invalid)
+            boxes = boxes[~invalid]
         return boxes
 
     def _correct(self, tracks: _SortTracks, track_idx: np.ndarray, det_idx: np.ndarray, z: np.ndarray) -> None:
         """Step 3a: Kalman-correct matched tracks and record the matched input row."""
         if len(track_idx) == 0:
             return
-        tracks.x[track_idx], tracks.P[track_idx] = kalman_sort.update(
-            self._model, tracks.x[track_idx], tracks.P[track_idx], z[det_idx]
+        tracks.x[track_idx], tracks.cov[track_idx] = kalman_sort.update(
+            self._model, tracks.x[track_idx], tracks.cov[track_idx], z[det_idx]
         )
-        tracks.hit_streak[track_idx] += 1
-        tracks.last_seen_frame[track_idx] = self._clock.frame_index
         tracks.last_seen_s[track_idx] = self._clock.now_s
-        tracks.row[track_idx] = det_idx
+        matched = tracks.ints[track_idx]
+        matched[:, tracks._HIT_STREAK] += 1
+        matched[:, tracks._LAST_SEEN_FRAME] = self._clock.frame_index
+        matched[:, tracks._ROW] = det_idx
+        tracks.ints[track_idx] = matched
 
     def _start_tracks(
         self, tracks: _SortTracks, rows: np.ndarray, z: np.ndarray, class_id: np.ndarray | None
@@ -225,21 +246,15 @@ class SORT:
         n = len(rows)
         if n == 0:
             return
-        x, P = kalman_sort.initiate(self._model, z[rows])
-        ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        x, cov = kalman_sort.initiate(self._model, z[rows])
+        ints = np.empty((n, 5), dtype=np.int64)
+        ints[:, tracks._TRACK_ID] = np.arange(self._next_id, self._next_id + n)
+        ints[:, tracks._HIT_STREAK] = 0
+        ints[:, tracks._LAST_SEEN_FRAME] = self._clock.frame_index
+        ints[:, tracks._CLASS_ID] = class_id[rows] if class_id is not None else _NO_CLASS
+        ints[:, tracks._ROW] = rows
         self._next_id += n
-        tracks.append(
-            {
-                "x": x,
-                "P": P,
-                "track_id": ids,
-                "hit_streak": np.zeros(n, dtype=np.int64),
-                "last_seen_frame": np.full(n, self._clock.frame_index, dtype=np.int64),
-                "last_seen_s": np.full(n, self._clock.now_s),
-                "class_id": class_id[rows] if class_id is not None else np.full(n, _NO_CLASS, dtype=np.int64),
-                "row": rows,
-            }
-        )
+        tracks.append(x, cov, self._clock.now_s, ints)
 
     def _reported_mask(self, tracks: _SortTracks) -> np.ndarray:
         """Step 4: matched this update and confirmed (``min_hits`` streak, or still warming up)."""
