@@ -15,16 +15,20 @@ from .errors import (
     UnsafeCheckpointError,
     WeightsMismatchError,
 )
-from .inference import Detector, DetectorConfig
+from .inference import Detector, DetectorConfig, DetectorConfigError, DeviceUnavailableError
 from .model import YOLOv7, create_model, to_deploy
+from .preprocess import InvalidImageError
 
 __all__ = [
     "AVAILABLE_MODELS",
     "CheckpointError",
     "Detector",
     "DetectorConfig",
+    "DetectorConfigError",
+    "DeviceUnavailableError",
     "DetectorError",
     "DownloadError",
+    "InvalidImageError",
     "UnknownModelError",
     "UnsafeCheckpointError",
     "WeightsMismatchError",
