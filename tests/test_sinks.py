@@ -1,0 +1,275 @@
+"""Event sinks: round trips, extension dispatch, context-manager behaviour, crash safety."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.counting import EVENT_FIELDS, CountEvent, Direction
+from app.sinks import (
+    CsvEventSink,
+    EventSinkError,
+    JsonlEventSink,
+    SqliteEventSink,
+    UnsupportedEventFileError,
+    open_event_sink,
+    read_events,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXTENSIONS = ("csv", "jsonl", "sqlite")
+
+EVENTS = [
+    CountEvent(0.0, 0, "door", 1, "person", Direction.IN),
+    CountEvent(0.5, 12, "door", 2, "car", Direction.OUT),
+    CountEvent(1.25, 30, "queue", 1, "person", Direction.ENTER),
+    CountEvent(4.0, 96, "queue", 1, "person", Direction.EXIT, dwell_s=2.75),
+    CountEvent(4.0, 96, "naïve,\"quoted\" zone", 7, "bicycle", "out"),
+]
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+def test_round_trip_keeps_every_field_and_order(tmp_path: Path, extension: str) -> None:
+    path = tmp_path / f"events.{extension}"
+    with open_event_sink(path) as sink:
+        for event in EVENTS:
+            sink.write(event)
+    assert sink.closed
+    assert read_events(path) == EVENTS
+
+
+@pytest.mark.parametrize(
+    ("name", "sink_type"),
+    [
+        ("a.csv", CsvEventSink),
+        ("a.CSV", CsvEventSink),
+        ("a.jsonl", JsonlEventSink),
+        ("a.ndjson", JsonlEventSink),
+        ("a.sqlite", SqliteEventSink),
+        ("a.sqlite3", SqliteEventSink),
+        ("a.db", SqliteEventSink),
+    ],
+)
+def test_sink_is_chosen_by_extension(tmp_path: Path, name: str, sink_type: type) -> None:
+    with open_event_sink(tmp_path / name) as sink:
+        assert type(sink) is sink_type
+
+
+@pytest.mark.parametrize("name", ["events.txt", "events", "events.json"])
+def test_unknown_extension_is_refused_with_the_supported_list(tmp_path: Path, name: str) -> None:
+    with pytest.raises(UnsupportedEventFileError, match=r"\.csv.*\.jsonl.*\.sqlite"):
+        open_event_sink(tmp_path / name)
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+def test_append_keeps_old_events_and_overwrite_drops_them(tmp_path: Path, extension: str) -> None:
+    path = tmp_path / f"events.{extension}"
+    with open_event_sink(path) as sink:
+        sink.write_many(EVENTS[:2])
+    with open_event_sink(path, append=True) as sink:
+        sink.write_many(EVENTS[2:])
+    assert read_events(path) == EVENTS
+    with open_event_sink(path) as sink:
+        sink.write(EVENTS[0])
+    assert read_events(path) == EVENTS[:1]
+
+
+def test_csv_append_to_a_foreign_csv_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.csv"
+    path.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(EventSinkError, match="header"):
+        open_event_sink(path, append=True)
+    assert path.read_text() == "a,b,c\n1,2,3\n"
+
+
+def test_csv_has_header_and_empty_dwell(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    with open_event_sink(path) as sink:
+        sink.write(EVENTS[0])
+    lines = path.read_text().splitlines()
+    assert lines == [",".join(EVENT_FIELDS), "0.0,0,door,1,person,in,"]
+
+
+def test_sqlite_is_in_wal_mode_and_readable_while_open(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite"
+    with open_event_sink(path, sync_interval_s=0.05) as sink:
+        sink.write_many(EVENTS)
+        reader = sqlite3.connect(path)
+        try:
+            assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            deadline = time.monotonic() + 5.0
+            count = 0
+            while count < len(EVENTS) and time.monotonic() < deadline:
+                time.sleep(0.02)
+                count = reader.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            assert count == len(EVENTS)  # committed by the background thread, not by close()
+        finally:
+            reader.close()
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+def test_exception_in_flight_is_not_hidden_by_a_failing_close(
+    tmp_path: Path, extension: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = open_event_sink(tmp_path / f"events.{extension}")
+
+    def broken_close() -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(sink, "_close_file", broken_close)
+    with caplog.at_level(logging.ERROR, logger="app.sinks"):
+        with pytest.raises(KeyError, match="original"):
+            with sink:
+                sink.write(EVENTS[0])
+                raise KeyError("original")
+    assert "disk gone" in caplog.text
+
+
+def test_close_error_without_exception_in_flight_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = open_event_sink(tmp_path / "events.jsonl")
+
+    def broken_close() -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(sink, "_close_file", broken_close)
+    with pytest.raises(EventSinkError, match="disk gone"):
+        with sink:
+            sink.write(EVENTS[0])
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+def test_write_after_close_raises(tmp_path: Path, extension: str) -> None:
+    sink = open_event_sink(tmp_path / f"events.{extension}")
+    sink.close()
+    sink.close()  # idempotent
+    with pytest.raises(EventSinkError, match="after close"):
+        sink.write(EVENTS[0])
+
+
+def test_background_sync_error_surfaces_on_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = open_event_sink(tmp_path / "events.jsonl", sync_interval_s=0.02)
+    failed = threading.Event()
+
+    def broken_sync() -> None:
+        failed.set()
+        raise OSError("fsync failed")
+
+    monkeypatch.setattr(sink, "_sync", broken_sync)
+    sink.write(EVENTS[0])
+    assert failed.wait(5.0)
+    time.sleep(0.05)
+    with pytest.raises(EventSinkError, match="fsync failed"):
+        sink.write(EVENTS[1])
+    with pytest.raises(EventSinkError, match="fsync failed"):
+        sink.close()
+
+
+def test_invalid_sync_interval_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sync_interval_s"):
+        open_event_sink(tmp_path / "events.csv", sync_interval_s=0)
+
+
+def test_reader_skips_only_an_incomplete_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    with open_event_sink(path) as sink:
+        sink.write_many(EVENTS[:2])
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"timestamp_s": 9.0, "frame_in')  # killed mid-write
+    assert read_events(path) == EVENTS[:2]
+    path.write_text('{"broken": \n' + path.read_text())
+    with pytest.raises(ValueError, match=r"events\.jsonl:1"):
+        read_events(path)
+
+
+# --------------------------------------------------------------------------- SIGKILL
+_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, sys.argv[3])
+    from app.counting import CountEvent
+    from app.sinks import open_event_sink
+
+    path, busy_s = sys.argv[1], float(sys.argv[2])
+    sink = open_event_sink(path)  # default sync interval; never closed: we get killed
+    started = time.monotonic()
+    index = 0
+    while True:
+        if time.monotonic() - started < busy_s:
+            sink.write(CountEvent(time.time(), index, "line", index, "person", "in"))
+            # Reported only once write() has returned, i.e. the event was handed to the sink.
+            print(index, time.time(), flush=True)
+            index += 1
+        time.sleep(0.005)
+    """
+)
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+@pytest.mark.parametrize(
+    ("busy_s", "kill_after_s"),
+    [(10.0, 2.0), (0.8, 2.0)],
+    ids=["killed-while-writing", "killed-while-idle"],
+)
+def test_sigkill_loses_nothing_older_than_one_second(
+    tmp_path: Path, extension: str, busy_s: float, kill_after_s: float
+) -> None:
+    """Every event handed to the sink more than 1 s before SIGKILL is in the file afterwards.
+
+    "killed-while-idle" stops writing 1.2 s before the kill, so only the background sync (not a
+    later write or a close) can have made those events durable.
+    """
+    path = tmp_path / f"events.{extension}"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), str(busy_s), str(REPO_ROOT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reported: list[tuple[int, float]] = []
+
+    def collect() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            index, written_at = line.split()
+            reported.append((int(index), float(written_at)))
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while not reported and time.monotonic() < deadline:  # wait for the interpreter to start
+            if child.poll() is not None:
+                pytest.fail(f"writer died: {child.stderr.read() if child.stderr else ''}")
+            time.sleep(0.01)
+        assert reported, "the writer never reported an event"
+        time.sleep(kill_after_s)
+        killed_at = time.time()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    reader.join(timeout=10)
+
+    assert child.returncode == -signal.SIGKILL
+    stored = {event.frame_index for event in read_events(path)}
+    must_have = [index for index, written_at in reported if written_at < killed_at - 1.0]
+    assert len(must_have) > 10, "test setup: too few events old enough to check"
+    missing = sorted(set(must_have) - stored)
+    assert not missing, f"{len(missing)} events older than 1 s lost, first {missing[:5]}"
