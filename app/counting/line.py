@@ -152,9 +152,9 @@ class CountingLine:
     seen most often so far (ties: the class seen first), so class flicker does not split counts.
 
     **State lifetime.** Per-track state is kept until the track has been absent for more than
-    ``max_absent_s`` seconds (or ``max_absent_frames`` frames, if set; either limit evicts), so an
-    ID the tracker revives continues where it left off and memory stays bounded. An evicted ID
-    that reappears starts afresh.
+    ``max_absent_s`` seconds (or has missed more than ``max_absent_frames`` consecutive frames, if
+    set; either limit evicts), so an ID the tracker revives continues where it left off and
+    memory stays bounded. An evicted ID that reappears starts afresh.
 
     Args:
         start: ``(x, y)`` pixels, finite.

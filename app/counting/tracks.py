@@ -99,10 +99,18 @@ class TrackPresence:
         max_absent_s: float | None,
         max_absent_frames: int | None,
     ) -> bool:
-        """True once the track has been absent longer than either limit that is set."""
+        """True once the track has been absent longer than either limit that is set.
+
+        Absent time is ``timestamp_s - last_seen_s``; absent frames are the frames between the
+        last sighting and ``frame_index`` (``frame_index - last_seen_frame - 1``), so with
+        ``max_absent_frames = 3`` a track may miss 3 frames in a row and keep its state.
+        """
         if max_absent_s is not None and timestamp_s - self.last_seen_s > max_absent_s:
             return True
-        return max_absent_frames is not None and frame_index - self.last_seen_frame > max_absent_frames
+        return (
+            max_absent_frames is not None
+            and frame_index - self.last_seen_frame - 1 > max_absent_frames
+        )
 
 
 def validate_absence_limits(max_absent_s: float | None, max_absent_frames: int | None) -> None:

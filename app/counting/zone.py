@@ -153,6 +153,11 @@ class CountingZone:
         self.class_exit_count: dict[str, int] = {}
 
     # ------------------------------------------------------------ read-outs
+    @property
+    def tracked_ids(self) -> frozenset[int]:
+        """IDs whose state is currently kept (present or absent but not yet evicted)."""
+        return frozenset(self._tracks)
+
     def occupancy_by_class(self) -> dict[str, int]:
         """``{class_name: n}`` of tracks inside the zone and present in the latest frame."""
         occupancy: dict[str, int] = {}
