@@ -23,11 +23,39 @@ Runs, each reported per sequence, line and direction, with the count error
   iou_threshold=0.3 on detections with score >= 0.5; ByteTrack with track_thresh=0.6,
   match_thresh=0.9, track_buffer=30, frame rate from seqinfo, all detections) and, when present,
   the plain re-implementations of the reference trackers in ``benchmarks/_mot_baseline.py`` — each
-  feeding our engine and, as "today's tools", supervision's ``LineZone`` (default anchors: the four
-  box corners).
+  feeding our engine and, as "today's tools", supervision's ``LineZone`` triggered by the same
+  bottom-centre anchor (this reproduces issue 4's figures: 445 for reference ByteTrack, 307 for
+  reference SORT).
 
-Usage: ``python benchmarks/counting.py [--hysteresis-px 0 2 4 ...]`` prints tables and writes
-``benchmarks/results/counting.json``.
+Engine rules evaluated: ``exact`` (the default ``LineRules()``: every side change through the
+segment counts) and ``robust`` (``LineRules.robust()``: a new side counts once the track has been
+observed on it 4 times in a row, at least once 4 px or more from the line).
+
+Measured with supervision 0.31.2 (predicted events / count error; 228 true events):
+
+=====================  ===============  ===============  ===============
+tracks                 engine exact     engine robust    LineZone
+=====================  ===============  ===============  ===============
+ground truth           228 / 0.0 %      203 / 11.0 %     228 / 3.5 %
+our SORT               315 / 56.6 %     160 / 34.2 %     307 / 53.9 %
+our ByteTrack          504 / 129.8 %    211 / 18.9 %     446 / 107.0 %
+reference SORT         315 / 56.6 %     160 / 34.2 %     307 / 53.9 %
+reference ByteTrack    503 / 129.4 %    211 / 19.7 %     445 / 106.6 %
+=====================  ===============  ===============  ===============
+
+Why the default is ``exact`` and the goal of 5 % is out of reach on this ground truth: the
+annotated trajectories themselves contain side changes that no jitter filter can tell from
+tracker jitter (several px per frame): back-and-forth drifts of 0.5 to 5 px along a line (e.g.
+ETH-Sunnyday ID 4, ADL-Rundle-8 ID 15, ETH-Pedcross2 ID 79) and crossings in the last frames of a
+trajectory. The issue's rule counts all of them, so only ``exact`` reproduces it; ``robust``
+loses 25 of the 228 events on the ground-truth tracks (11 %, all misses), and tracker runs
+cannot be expected to do much better than that with it. The ``robust`` values were chosen on the tracker runs of
+this benchmark (a grid of 2-6 observations, 0-8 px or 5-10 % of the box height, with and without
+confirming a new track's first side); they are the best for ByteTrack and among the best for
+SORT, whose remaining error is mostly crossings lost to fragmented tracks (max_age=1).
+
+Usage: ``python benchmarks/counting.py [--rules N:H ...] [--no-reference]`` prints tables and
+writes ``benchmarks/results/counting.json``.
 """
 
 from __future__ import annotations
