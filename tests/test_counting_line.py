@@ -499,3 +499,16 @@ def test_counts_alternate_in_direction_under_any_rules(
     directions = [e.direction for e in events]
     assert all(a != b for a, b in zip(directions, directions[1:]))
     assert abs(line.in_count - line.out_count) <= 1
+
+
+def test_non_finite_boxes_are_refused_and_leave_the_state_unchanged() -> None:
+    line = CountingLine(*H_LINE, name="a")
+    line.update(frame_of({1: (100.0, 150.0)}), 0.0, 0)
+    bad = sv.Detections(
+        xyxy=np.array([[95, 30, 105, 50], [0, 0, 1, 1]], np.float32), tracker_id=np.array([1, 2])
+    )
+    bad.xyxy[1, 2] = np.nan  # supervision validates at construction only
+    with pytest.raises(ValueError, match=r"non-finite box coordinates in rows \[1\]"):
+        line.update(bad, 0.1, 1)
+    # The failed call consumed neither the frame index nor the timestamp.
+    assert line.update(frame_of({1: (100.0, 50.0)}), 0.1, 1)[0].direction is Direction.IN

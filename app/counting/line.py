@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 import supervision as sv
 
 from app.counting.events import CountEvent, Direction
-from app.counting.geometry import Anchor, anchor_points, crossing_offset_px, signed_distance_px
+from app.counting.geometry import Anchor, crossing_offset_px, signed_distance_px
 from app.counting.tracks import (
     ClassNames,
     ClassVotes,
     FrameClock,
     TrackPresence,
+    checked_anchor_points,
     class_names_of,
     tracker_ids_of,
     validate_absence_limits,
@@ -246,20 +247,23 @@ class CountingLine:
                 previous call's (``0`` first).
 
         Returns:
-            The events of this frame, in row order of ``tracks``.
+            The crossings confirmed by this frame, in row order of ``tracks``. Each is stamped
+            with the frame in which its track moved across (this frame, with the default rules).
 
         Raises:
-            ValueError: ``tracker_id`` is missing or repeats, a class ID has no name, the
-                timestamp goes backwards or the frame index does not increase.
+            ValueError: ``tracker_id`` is missing or repeats, a box is not finite, a class ID
+                has no name, the timestamp goes backwards or the frame index does not increase.
+                Nothing changes when it is raised.
         """
+        owner = f"CountingLine {self.name!r}"
+        ids = tracker_ids_of(tracks, owner)
+        classes = class_names_of(tracks, self.class_names)
+        points = checked_anchor_points(tracks, self.anchor, owner)
         frame_index = self._clock.advance(timestamp_s, frame_index)
         timestamp_s = float(timestamp_s)
-        ids = tracker_ids_of(tracks, f"CountingLine {self.name!r}")
         self._evict(timestamp_s, frame_index)
         if len(ids) == 0:
             return []
-        classes = class_names_of(tracks, self.class_names)
-        points = anchor_points(tracks.xyxy, self.anchor)
         distances = signed_distance_px(points, self.start, self.end)
 
         events: list[CountEvent] = []

@@ -10,6 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import supervision as sv
 
+from app.counting.geometry import Anchor, anchor_points
+
 __all__ = [
     "ClassNames",
     "FrameClock",
@@ -18,6 +20,7 @@ __all__ = [
     "validate_absence_limits",
     "tracker_ids_of",
     "class_names_of",
+    "checked_anchor_points",
 ]
 
 #: How class IDs map to names: a sequence indexed by class ID or a mapping.
@@ -174,3 +177,18 @@ def class_names_of(detections: sv.Detections, class_names: ClassNames | None) ->
                 f"class_id {class_id} has no name in class_names ({len(class_names)} entries)"
             ) from None
     return names
+
+
+def checked_anchor_points(
+    detections: sv.Detections, anchor: Anchor, owner: str
+) -> npt.NDArray[np.float64]:
+    """:func:`~app.counting.geometry.anchor_points` of the rows, refusing non-finite boxes.
+
+    Raises:
+        ValueError: a box has NaN or infinite coordinates; the message lists the rows.
+    """
+    points = anchor_points(detections.xyxy, anchor)
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{owner}: non-finite box coordinates in rows {np.flatnonzero(bad).tolist()}")
+    return points

@@ -12,13 +12,14 @@ import numpy.typing as npt
 import supervision as sv
 
 from app.counting.events import CountEvent, Direction
-from app.counting.geometry import Anchor, anchor_points, polygon_area_px2, polygon_signed_depth_px
+from app.counting.geometry import Anchor, polygon_area_px2, polygon_signed_depth_px
 from app.counting.line import DEFAULT_MAX_ABSENT_S
 from app.counting.tracks import (
     ClassNames,
     ClassVotes,
     FrameClock,
     TrackPresence,
+    checked_anchor_points,
     class_names_of,
     tracker_ids_of,
     validate_absence_limits,
@@ -198,15 +199,17 @@ class CountingZone:
         of the present tracks in row order. Arguments and errors as
         :meth:`app.counting.CountingLine.update`.
         """
+        owner = f"CountingZone {self.name!r}"
+        ids = tracker_ids_of(tracks, owner)
+        classes = class_names_of(tracks, self.class_names)
+        points = checked_anchor_points(tracks, self.anchor, owner)
         frame_index = self._clock.advance(timestamp_s, frame_index)
         timestamp_s = float(timestamp_s)
-        ids = tracker_ids_of(tracks, f"CountingZone {self.name!r}")
         events = self._evict(timestamp_s, frame_index)
         self._present = frozenset(ids.tolist())
         if len(ids) == 0:
             return events
-        classes = class_names_of(tracks, self.class_names)
-        depths = polygon_signed_depth_px(anchor_points(tracks.xyxy, self.anchor), self.polygon)
+        depths = polygon_signed_depth_px(points, self.polygon)
         for track_id, class_name, depth in zip(ids.tolist(), classes, depths.tolist()):
             state = self._tracks.get(track_id)
             if state is None:
