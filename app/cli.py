@@ -3,29 +3,68 @@
 ``yolov7-track SOURCE [options]`` runs the capture -> infer -> render pipeline on SOURCE;
 ``yolov7-track COMMAND ...`` runs a subcommand (``convert``, and later ``train``, ``val``, ``gui``).
 Errors that come from bad input are reported as one line on stderr with a non-zero exit status.
+
+The main command, in short::
+
+    yolov7-track video.mp4 --line 0,300,640,300,road --output out.mp4 --events events.sqlite
+
+``--line x1,y1,x2,y2[,name]`` takes pixels of the source frame; when all four numbers lie in
+[0, 1] they are fractions of the frame width and height instead (``--line 0,0.5,1,0.5`` is a
+horizontal line through the middle of any frame). Objects crossing from the right-hand side of
+``(x1, y1) -> (x2, y2)`` (as seen on screen) to its left-hand side count IN; the annotated video
+shows an arrow marked IN. Exit status: 0 when the source was processed to its end, 1 on an
+error, 2 on a usage error, 130 when stopped with Ctrl-C (files are finalized and the counts are
+printed all the same).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
+import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from app.counting import CountingConfig, LineSpec
+    from app.pipeline import FrameResult, Pipeline, PipelineReport
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+PROG = "yolov7-track"
+DEFAULT_WEIGHTS = "yolov7-tiny"
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+#: Nominal tracker frame rate when the source does not say (ByteTrack scales its buffer by it).
+DEFAULT_TRACKER_FPS = 30.0
 
 
 class UserInputError(Exception):
     """Bad input from the user (file, URL, option); reported as one line without a traceback."""
 
 
+class _OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------------------ convert
 def _convert_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="yolov7-track convert",
+    parser = _OneLineArgumentParser(
+        prog=f"{PROG} convert",
         description="Convert an official YOLOv7 release checkpoint (.pt) to yolov7-track's "
         "safetensors format (weights + JSON metadata). The .pt file is read by a restricted "
         "unpickler: no code in it is executed.",
@@ -49,44 +88,476 @@ def _run_convert(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------------ track (main)
+def parse_line_spec(text: str, default_name: str) -> tuple[LineSpec, bool]:
+    """Parse ``x1,y1,x2,y2[,name]`` into a line and whether it is normalized.
+
+    The line is normalized (fractions of width and height) when all four coordinates lie in
+    [0, 1], in pixels otherwise.
+
+    Raises:
+        UserInputError: not four finite numbers (and an optional non-empty name), or a line of
+            zero length; the message quotes the spec.
+    """
+    from app.counting import LineSpec
+
+    parts = [part.strip() for part in text.split(",")]
+    hint = "expected x1,y1,x2,y2[,name], e.g. --line 0,300,640,300,road or --line 0,0.5,1,0.5"
+    if len(parts) not in (4, 5):
+        raise UserInputError(f"--line {text!r}: {hint}")
+    try:
+        x1, y1, x2, y2 = (float(part) for part in parts[:4])
+    except ValueError:
+        raise UserInputError(f"--line {text!r}: coordinates must be numbers; {hint}") from None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise UserInputError(f"--line {text!r}: coordinates must be finite numbers")
+    name = parts[4] if len(parts) == 5 else default_name
+    if not name:
+        raise UserInputError(f"--line {text!r}: the name after the fourth comma is empty")
+    if (x1, y1) == (x2, y2):
+        raise UserInputError(f"--line {text!r}: start and end are the same point")
+    if min(x1, y1, x2, y2) < 0:
+        raise UserInputError(f"--line {text!r}: coordinates must be >= 0 (pixels, or fractions in [0, 1])")
+    normalized = max(x1, y1, x2, y2) <= 1.0
+    return LineSpec(name=name, start=(x1, y1), end=(x2, y2)), normalized
+
+
+def _line_arg(text: str) -> str:
+    """argparse type: validate early so a malformed spec is a usage error naming the spec."""
+    try:
+        parse_line_spec(text, "line")
+    except UserInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--line {text!r}: ")) from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _track_parser() -> argparse.ArgumentParser:
+    parser = _OneLineArgumentParser(
+        prog=PROG,
+        description="Detect, track and count objects in a video file, stream, webcam or image "
+        "folder; write an annotated video and count events.",
+        epilog="--line coordinates are pixels of the source frame, or fractions of its width and "
+        "height when all four lie in [0, 1]. Objects crossing from the right-hand side of "
+        "(x1,y1)->(x2,y2), as seen on screen, to its left-hand side count IN. "
+        f"Subcommands: {PROG} convert --help. Ctrl-C stops cleanly (files are finalized); press it "
+        "twice to abort.",
+    )
+    parser.add_argument("source", help="video file, image folder, rtsp/rtmp/http URL, or webcam index (0)")
+    parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
+                        help=f"registry name or .pt/.safetensors path (default {DEFAULT_WEIGHTS}, downloaded once)")
+    parser.add_argument("--line", action="append", default=[], type=_line_arg, metavar="x1,y1,x2,y2[,name]",
+                        help="counting line (repeatable); pixels, or fractions when all four are in [0, 1]")
+    parser.add_argument("--zones", type=Path, metavar="FILE", help="lines and zones from a JSON or YAML file")
+    parser.add_argument("--classes", nargs="+", metavar="CLASS",
+                        help="keep only these classes: names (person car) or ids (0 2)")
+    parser.add_argument("--conf", type=_unit_float, default=0.25, help="detection confidence threshold (0.25)")
+    parser.add_argument("--iou", type=_unit_float, default=0.45, help="NMS IoU threshold (0.45)")
+    parser.add_argument("--img-size", type=_positive_int, default=None,
+                        help="detector input size in pixels, a multiple of 32 (default: the model's, 640)")
+    parser.add_argument("--tracker", choices=("bytetrack", "sort"), default="bytetrack", help="tracker (bytetrack)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    parser.add_argument("--output", type=Path, metavar="OUT.mp4", help="write the annotated video here")
+    parser.add_argument("--events", type=Path, action="append", default=[], metavar="FILE",
+                        help="write count events as they happen to FILE.csv, .jsonl or .sqlite (repeatable)")
+    parser.add_argument("--report", type=Path, metavar="FILE.json", help="write the final report as JSON")
+    parser.add_argument("--show", action="store_true", help="show the annotated frames in a window (q to stop)")
+    parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, including one line per count event")
+    return parser
+
+
+@dataclass(frozen=True)
+class _Counting:
+    configs: tuple[CountingConfig, ...]
+    names: tuple[str, ...]
+
+
+def _counting_from_args(line_specs: Sequence[str], zones_file: Path | None) -> _Counting:
+    """Lines from ``--line`` (pixel and normalized kept apart) plus the zone file, names unique."""
+    from app.counting import CountingConfig, load_counting_config
+
+    pixel, normalized = [], []
+    for i, text in enumerate(line_specs, start=1):
+        spec, is_normalized = parse_line_spec(text, f"line{i}")
+        (normalized if is_normalized else pixel).append(spec)
+    configs = []
+    if pixel:
+        configs.append(CountingConfig(lines=tuple(pixel), normalized=False))
+    if normalized:
+        configs.append(CountingConfig(lines=tuple(normalized), normalized=True))
+    if zones_file is not None:
+        configs.append(load_counting_config(zones_file))
+    names: list[str] = []
+    for config in configs:
+        for spec in (*config.lines, *config.zones):
+            if spec.name in names:
+                raise UserInputError(
+                    f"line/zone name {spec.name!r} is used twice (--line names and the zone file "
+                    "must be unique); name lines with --line x1,y1,x2,y2,NAME"
+                )
+            names.append(spec.name)
+    return _Counting(tuple(configs), tuple(names))
+
+
+def resolve_classes(tokens: Sequence[str] | None, names: Sequence[str]) -> tuple[int, ...] | None:
+    """Class ids from ``--classes`` tokens (names, case-insensitive, or ids; commas allowed).
+
+    Raises:
+        UserInputError: an unknown name or an id the model does not have.
+    """
+    if not tokens:
+        return None
+    by_name = {name.lower(): i for i, name in enumerate(names)}
+    ids: list[int] = []
+    for token in (t.strip() for raw in tokens for t in raw.split(",")):
+        if not token:
+            continue
+        if token.isdigit():
+            class_id = int(token)
+            if class_id >= len(names):
+                raise UserInputError(f"--classes: id {class_id} does not exist (the model has ids 0 to {len(names) - 1})")
+        elif token.lower() in by_name:
+            class_id = by_name[token.lower()]
+        else:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise UserInputError(f"--classes: unknown class {token!r}; the model's classes are {shown} ({len(names)})")
+        if class_id not in ids:
+            ids.append(class_id)
+    if not ids:
+        raise UserInputError("--classes: no class given")
+    return tuple(ids)
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    if args.output is not None and args.output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserInputError(f"--output {args.output}: use a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
+    supported = (".csv", ".jsonl", ".ndjson", ".sqlite", ".sqlite3", ".db")
+    for path in args.events:
+        if path.suffix.lower() not in supported:
+            raise UserInputError(f"--events {path}: unsupported extension {path.suffix!r}; use one of {', '.join(supported)}")
+    outputs = [p.resolve() for p in (*args.events, *( [args.output] if args.output else []))]
+    if len(set(outputs)) != len(outputs):
+        raise UserInputError("--output and --events must name different files")
+    if args.show and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserInputError("--show needs a display (DISPLAY or WAYLAND_DISPLAY is not set); use --output instead")
+
+
+def _load_detector(args: argparse.Namespace) -> Any:
+    from detector import Detector, DetectorConfig, load_model
+    from detector.inference import resolve_device
+
+    config = DetectorConfig(img_size=args.img_size, conf_thres=args.conf, iou_thres=args.iou, device=args.device)
+    model = load_model(args.weights, device=resolve_device(config.device), fuse=True)
+    classes = resolve_classes(args.classes, [str(n) for n in model.names])
+    if classes is not None:
+        config = DetectorConfig(img_size=args.img_size, conf_thres=args.conf, iou_thres=args.iou,
+                                device=args.device, classes=classes)
+    return Detector(model, config)
+
+
+def _make_tracker(name: str, fps: float | None) -> Any:
+    from tracker import SORT, ByteTrack
+
+    frame_rate = float(fps) if fps else DEFAULT_TRACKER_FPS
+    return ByteTrack(frame_rate=frame_rate) if name == "bytetrack" else SORT(frame_rate=frame_rate)
+
+
+def _open_source(spec: str) -> Any:
+    from app.sources import SourceNotFoundError, open_source
+
+    try:
+        return open_source(spec)
+    except SourceNotFoundError as exc:
+        if spec.isidentifier():  # a bare word: perhaps a mistyped subcommand
+            raise UserInputError(f"{exc} (commands: {', '.join(sorted(SUBCOMMANDS))})") from exc
+        raise
+
+
+def _open_sinks(paths: Sequence[Path]) -> list[Any]:
+    from app.sinks import open_event_sink
+
+    sinks: list[Any] = []
+    try:
+        for path in paths:
+            sinks.append(open_event_sink(path))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+class _Progress:
+    """tqdm bar over output frames with running totals; redraws at most a few times a second."""
+
+    def __init__(self, total: int | None, enabled: bool, source_name: str) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="frame", desc=Path(source_name).name[:30] or "frames",
+                             dynamic_ncols=True, file=sys.stderr)
+        self._last_postfix = 0.0
+
+    def update(self, result: FrameResult) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        now = time.monotonic()
+        if now - self._last_postfix >= 0.5:
+            self._last_postfix = now
+            parts = [f"{c.name} {c.in_count}/{c.out_count}" for c in result.lines]
+            parts += [f"{z.name} {z.occupancy}" for z in result.zones]
+            if result.stats.frames_dropped:
+                parts.append(f"dropped {result.stats.frames_dropped}")
+            self._bar.set_postfix_str(", ".join(parts), refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class _Window:
+    """``--show``: an OpenCV window fed from the output stage (the main thread); q/Esc stops."""
+
+    TITLE = PROG
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def show(self, result: FrameResult) -> None:
+        import cv2
+
+        if result.annotated is None:
+            return
+        cv2.imshow(self.TITLE, result.annotated)
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self._pipeline.stop()
+
+    def close(self) -> None:
+        import cv2
+
+        cv2.destroyAllWindows()
+
+
+def format_counts(report: PipelineReport) -> str:
+    """The counts table printed at the end: per line IN/OUT, per zone enter/exit/occupancy,
+    each broken down by class."""
+    rows: list[tuple[str, ...]] = [("name", "class", "in", "out")]
+    for line in report.lines:
+        rows.append((line.name, "all", str(line.in_count), str(line.out_count)))
+        for class_name, (n_in, n_out) in sorted(line.by_class.items()):
+            rows.append(("", class_name, str(n_in), str(n_out)))
+    table = [_format_rows(rows)] if report.lines else []
+    if report.zones:
+        zone_rows: list[tuple[str, ...]] = [("zone", "class", "enter", "exit", "inside")]
+        for zone in report.zones:
+            zone_rows.append((zone.name, "all", str(zone.enter_count), str(zone.exit_count), str(zone.occupancy)))
+            classes = sorted(set(zone.enter_by_class) | set(zone.exit_by_class) | set(zone.occupancy_by_class))
+            for class_name in classes:
+                zone_rows.append(("", class_name, str(zone.enter_by_class.get(class_name, 0)),
+                                  str(zone.exit_by_class.get(class_name, 0)),
+                                  str(zone.occupancy_by_class.get(class_name, 0))))
+        table.append(_format_rows(zone_rows))
+    if not table:
+        return "no lines or zones: nothing counted (use --line or --zones)"
+    return "\n\n".join(table)
+
+
+def _format_rows(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Warnings only (the results are printed), or DEBUG with ``-v``; wall-clock times to the
+    millisecond."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    if verbose:  # third-party debug output is noise here
+        for name in ("PIL", "matplotlib", "libav"):
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
+def _install_sigint(pipeline: Pipeline) -> Callable[[], None]:
+    """First Ctrl-C: stop cleanly. Second: KeyboardInterrupt (still finalizes files).
+    Returns a function that restores the previous handler."""
+    if _in_main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            print(f"\n{PROG}: stopping... (Ctrl-C again to abort)", file=sys.stderr)
+            pipeline.stop()
+
+        signal.signal(signal.SIGINT, on_sigint)
+        return lambda: signal.signal(signal.SIGINT, previous)
+    return lambda: None
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run_track(argv: Sequence[str]) -> int:
+    args = _track_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    counting = _counting_from_args(args.line, args.zones)
+    _check_output_paths(args)
+
+    from app.pipeline import Pipeline, PipelineConfig
+
+    source = _open_source(args.source)
+    sinks: list[Any] = []
+    try:
+        detector = _load_detector(args)
+        sinks = _open_sinks(args.events)
+        config = PipelineConfig(
+            video_output=args.output,
+            render=bool(args.output is not None or args.show),
+            max_frames=args.max_frames,
+        )
+        pipeline = Pipeline(source, detector, _make_tracker(args.tracker, source.fps),
+                            counting=counting.configs, event_sinks=sinks, config=config,
+                            class_names=detector.names)
+    except BaseException:
+        for resource in (*sinks, source):
+            resource.close()
+        raise
+    total = getattr(source, "frame_count", None)
+    if total is not None and args.max_frames is not None:
+        total = min(total, args.max_frames)
+    progress = _Progress(total, enabled=not args.no_progress, source_name=source.name)
+    window = _Window(pipeline) if args.show else None
+
+    def on_result(result: FrameResult) -> None:
+        progress.update(result)
+        if window is not None:
+            window.show(result)
+
+    restore_sigint = _install_sigint(pipeline)
+    interrupted = False
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            pipeline.run(on_result)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        restore_sigint()
+        progress.close()
+        if window is not None:
+            window.close()
+        if pipeline.report is not None:
+            _print_report(pipeline.report, args.report)
+    report = pipeline.report
+    assert report is not None
+    if interrupted or report.status in ("stopped", "interrupted"):
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _print_report(report: PipelineReport, json_path: Path | None) -> None:
+    print(format_counts(report))
+    print(report.summary())
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------ dispatch
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "convert": _run_convert,
 }
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean 'bad input': reported in one line, no traceback."""
+    """Exception types that mean 'bad input' or an expected failure (unreadable file,
+    unreachable camera, bad zone file, full disk): reported in one line, no traceback."""
     errors: list[type[BaseException]] = [UserInputError, FileNotFoundError]
-    try:
-        from detector.errors import DetectorError
-
-        errors.append(DetectorError)
-    except ImportError:  # detector not importable: nothing to add
-        pass
+    for module, name in (
+        ("detector.errors", "DetectorError"),
+        ("tracker.errors", "TrackerError"),
+        ("app.sources", "SourceError"),
+        ("app.counting", "ZoneConfigError"),
+        ("app.sinks", "EventSinkError"),
+        ("app.sinks", "UnsupportedEventFileError"),
+        ("app.video_writer", "VideoWriterError"),
+        ("app.pipeline", "PipelineConfigError"),
+    ):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):  # a package not importable: nothing to add
+            pass
     return tuple(errors)
+
+
+def _usage() -> str:
+    names = ", ".join(sorted(SUBCOMMANDS))
+    return (
+        f"usage: {PROG} SOURCE [--weights NAME|PATH] [--line x1,y1,x2,y2[,name]]... [--zones FILE]\n"
+        f"       [--classes ...] [--conf C] [--tracker bytetrack|sort] [--device D] [--output OUT.mp4]\n"
+        f"       [--events FILE.csv|.jsonl|.sqlite] [--show] ...   (all options: {PROG} SOURCE --help)\n"
+        f"   or: {PROG} COMMAND ...   commands: {names}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not argv or argv[0] in ("-h", "--help"):
-        names = ", ".join(sorted(SUBCOMMANDS))
-        print(f"usage: yolov7-track SOURCE [options] | yolov7-track COMMAND ...\ncommands: {names}")
-        return EXIT_OK if argv else EXIT_USAGE
-    command = argv[0]
-    if command not in SUBCOMMANDS:
-        print(f"yolov7-track: unknown command or source {command!r}; commands: "
-              f"{', '.join(sorted(SUBCOMMANDS))}", file=sys.stderr)
+    if not argv:
+        print(_usage(), file=sys.stderr)
         return EXIT_USAGE
+    if argv[0] in ("-h", "--help") and len(argv) == 1:
+        print(_usage())
+        _track_parser().print_help()
+        return EXIT_OK
+    command = argv[0] if argv[0] in SUBCOMMANDS else None
+    run = SUBCOMMANDS[command] if command else _run_track
+    rest = argv[1:] if command else argv
+    label = f"{PROG} {command}" if command else PROG
     try:
-        return SUBCOMMANDS[command](argv[1:])
+        return run(rest)
     except _known_errors() as exc:
-        print(f"yolov7-track {command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{label}: error: {message}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("yolov7-track: interrupted", file=sys.stderr)
-        return 130
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
