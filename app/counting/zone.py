@@ -162,7 +162,7 @@ class CountingZone:
     def occupancy_by_class(self) -> dict[str, int]:
         """``{class_name: n}`` of tracks inside the zone and present in the latest frame."""
         occupancy: dict[str, int] = {}
-        for track_id in self._present:
+        for track_id in sorted(self._present):
             state = self._tracks[track_id]
             if state.inside:
                 name = state.votes.majority
