@@ -28,11 +28,10 @@ closed, and a :class:`PipelineReport` is built (``Pipeline.report``) and logged.
 raised in the capture or inference thread is re-raised, unchanged, by the generator in the
 caller's thread after the frames already inferred have been written out.
 
-Timestamps. Trackers and the counting engine need strictly increasing frame indices and
-non-decreasing timestamps. A source that breaks this (broken PTS in a file, a stream restarted
-after a reconnect) has its values repaired — the timestamp moved to just after the previous one,
-the index to one more than the previous one — with a warning, and the repairs are counted in
-:class:`PipelineStats`.
+Timestamps. Trackers need strictly increasing timestamps and the counting engine increasing
+frame indices. A source that breaks this (broken PTS in a file, a stream whose clock restarts
+after a reconnect) has its values repaired (see :class:`_MonotonicClock`), with a warning, and
+the repairs are counted in :class:`PipelineStats`.
 """
 
 from __future__ import annotations
@@ -456,33 +455,46 @@ class _Meter:
 
 
 class _MonotonicClock:
-    """Repairs frame timestamps and indices that do not increase (see the module docstring)."""
+    """Makes frame timestamps strictly increasing and indices increasing (trackers need both).
 
-    #: Step used when a repaired timestamp has no frame rate to go by, seconds.
+    A timestamp that is not after the previous one (or not finite) is moved to the previous one
+    plus one frame period (``1 / fps``, 1 ms without a rate), and the same shift is applied to
+    every later timestamp, so that a stream whose clock restarts (after a reconnect) keeps its
+    real frame spacing instead of piling up on one instant. An index that does not increase
+    becomes the previous one plus one. Each repaired frame is logged and counted.
+    """
+
     _MIN_STEP_S = 1e-3
 
     def __init__(self, fps: float | None) -> None:
         self._step_s = 1.0 / fps if fps else self._MIN_STEP_S
+        self._offset_s = 0.0
         self._last_ts: float | None = None
         self._last_index: int | None = None
+        self._lock = threading.Lock()
         self.repairs = 0
 
     def next(self, frame: Frame) -> tuple[float, int]:
-        ts, index = float(frame.timestamp_s), int(frame.index)
+        raw_ts, index = float(frame.timestamp_s), int(frame.index)
+        ts = raw_ts + self._offset_s
         repaired = False
-        if not math.isfinite(ts) or (self._last_ts is not None and ts < self._last_ts):
-            ts = (self._last_ts if self._last_ts is not None else 0.0) + self._step_s
-            repaired = True
+        if self._last_ts is not None and not ts > self._last_ts:  # also catches NaN
+            target = self._last_ts + self._step_s
+            if math.isfinite(raw_ts):
+                self._offset_s += target - ts
+            ts, repaired = target, True
+        elif not math.isfinite(ts):
+            ts, repaired = 0.0, True
         if self._last_index is not None and index <= self._last_index:
-            index = self._last_index + 1
-            repaired = True
+            index, repaired = self._last_index + 1, True
         if repaired:
-            self.repairs += 1
+            with self._lock:
+                self.repairs += 1
             log = logger.warning if self.repairs == 1 else logger.debug
             log(
-                "%s: frame %d has timestamp %.6f s after %s s (or a non-increasing index); using "
+                "%s: frame %d at %.6f s does not follow the previous frame (%s at %s s); using "
                 "frame %d at %.6f s (counted as a timestamp repair)",
-                frame.source, frame.index, frame.timestamp_s, self._last_ts, index, ts,
+                frame.source, frame.index, raw_ts, self._last_index, self._last_ts, index, ts,
             )
         self._last_ts, self._last_index = ts, index
         return ts, index
@@ -795,7 +807,7 @@ class Pipeline:
     def _enqueue_captured(self, item: _Captured) -> None:
         if not self._drop_oldest:
             if not self._put_blocking(self._capture_q, item, give_up_on_stop=True):
-                self._frames_discarded += 1
+                self._count_discarded(1)
             return
         while True:
             try:
@@ -847,13 +859,18 @@ class Pipeline:
             self._put_blocking(self._result_q, _END)
 
     def _discard_captured(self) -> None:
+        """Empty the capture queue, counting the frames as discarded."""
         while True:
             try:
                 item = self._capture_q.get_nowait()
             except queue.Empty:
                 return
             if item is not _END:
-                self._frames_discarded += 1
+                self._count_discarded(1)
+
+    def _count_discarded(self, n: int) -> None:
+        with self._errors_lock:  # incremented from the capture and the inference thread
+            self._frames_discarded += n
 
     def _infer(self, captured: _Captured) -> _Inferred:
         frame = captured.frame
@@ -975,6 +992,8 @@ class Pipeline:
         if self.source.is_live:
             self._close_source_quietly()
         self._join_threads_draining(failures)
+        if not any(thread.is_alive() for thread in self._threads):
+            self._discard_captured()  # a frame the capture thread queued after inference stopped
         if not self._threads[1].is_alive():
             self._finish_zones(failures)
         for sink in self._sinks:
