@@ -257,11 +257,15 @@ def _subtract(a: list, b: list) -> list:
 class NaiveByteTrack:
     """ByteTrack as in the reference ``yolox/tracker/byte_tracker.py`` (``mot20=False``).
 
-    ``iou_plus_one`` selects the reference's ``cython_bbox`` IoU convention (+1 pixel on widths).
+    Defaults reproduce the reference exactly. ``iou_plus_one`` is the reference's ``cython_bbox``
+    IoU convention (+1 pixel on widths and heights). ``drop_removed_at_once=False`` keeps the
+    reference's list handling, in which a lost track removed for age stays in the lost list for
+    one more update (it can still be re-found there, and if it is, it is dropped as soon as it is
+    lost again); ``True`` drops it at once, which is what ``tracker.ByteTrack`` does.
     """
 
     def __init__(self, track_thresh: float = 0.5, match_thresh: float = 0.8, track_buffer: int = 30,
-                 frame_rate: float = 30, iou_plus_one: bool = False,
+                 frame_rate: float = 30, iou_plus_one: bool = True,
                  drop_removed_at_once: bool = False) -> None:
         self.drop_removed_at_once = drop_removed_at_once
         self.track_thresh, self.match_thresh = track_thresh, match_thresh

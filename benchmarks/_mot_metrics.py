@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import motmetrics as mm
 import numpy as np
-from trackeval.datasets._base_dataset import _BaseDataset
-from trackeval.metrics import HOTA
 
 from _mot_data import read_mot_text
 
@@ -33,7 +33,7 @@ class MotScores:
 
     mota_pct: float
     idf1_pct: float
-    hota_pct: float
+    hota_pct: float  # NaN when HOTA was not computed
     id_switches: int
     false_positives: int
     false_negatives: int
@@ -43,7 +43,7 @@ class MotScores:
         return {
             "MOTA": round(self.mota_pct, 2),
             "IDF1": round(self.idf1_pct, 2),
-            "HOTA": round(self.hota_pct, 2),
+            "HOTA": None if math.isnan(self.hota_pct) else round(self.hota_pct, 2),
             "IDSW": self.id_switches,
             "FP": self.false_positives,
             "FN": self.false_negatives,
@@ -82,6 +82,8 @@ def load_ground_truth(gt_path: Path) -> np.ndarray:
 
 def _hota_data(gt_rows: np.ndarray, tracker_rows: np.ndarray, num_frames: int) -> dict:
     """Build the per-timestep input of TrackEval's ``HOTA.eval_sequence`` (MOT15 preprocessing)."""
+    from trackeval.datasets._base_dataset import _BaseDataset  # noqa: PLC0415 (optional, heavy)
+
     gt_ids_all = np.unique(gt_rows[:, 1].astype(np.int64))
     tr_ids_all = np.unique(tracker_rows[:, 1].astype(np.int64))
     gt_map = {v: k for k, v in enumerate(gt_ids_all)}
@@ -109,24 +111,29 @@ def evaluate(
     tracker_rows_by_seq: dict[str, np.ndarray],
     gt_paths_by_seq: dict[str, Path],
     num_frames_by_seq: dict[str, int],
+    with_hota: bool = True,
 ) -> tuple[dict[str, MotScores], MotScores]:
     """Score tracker output per sequence and overall.
 
     Overall MOTA/IDF1/HOTA are computed from summed counts over sequences (motmetrics'
     ``generate_overall`` and TrackEval's ``combine_sequences``), as the MOTChallenge devkit does.
+    ``with_hota=False`` skips HOTA (and the TrackEval import).
     """
     names = list(tracker_rows_by_seq)
     accumulators, hota_results = [], {}
-    hota_metric = HOTA()
+    hota_metric = None
+    if with_hota:
+        from trackeval.metrics import HOTA  # noqa: PLC0415 (optional, heavy)
+
+        hota_metric = HOTA()
     gt_counts = {}
     for name in names:
         gt = load_ground_truth(gt_paths_by_seq[name])
         tracks = np.asarray(tracker_rows_by_seq[name], dtype=np.float64).reshape(-1, 6)
         gt_counts[name] = len(gt)
         accumulators.append(_accumulate(gt, tracks))
-        hota_results[name] = hota_metric.eval_sequence(
-            _hota_data(gt, tracks, num_frames_by_seq[name])
-        )
+        if hota_metric is not None:
+            hota_results[name] = hota_metric.eval_sequence(_hota_data(gt, tracks, num_frames_by_seq[name]))
     host = mm.metrics.create()
     summary = host.compute_many(
         accumulators,
@@ -134,20 +141,20 @@ def evaluate(
         names=names,
         generate_overall=True,
     )
-    hota_overall = hota_metric.combine_sequences(hota_results)
+    hota_overall = hota_metric.combine_sequences(hota_results) if hota_metric is not None else None
 
-    def scores(row_name: str, hota_res: dict, num_gt: int) -> MotScores:
+    def scores(row_name: str, hota_res: dict | None, num_gt: int) -> MotScores:
         row = summary.loc[row_name]
         return MotScores(
             mota_pct=100.0 * float(row["mota"]),
             idf1_pct=100.0 * float(row["idf1"]),
-            hota_pct=100.0 * float(np.mean(hota_res["HOTA"])),
+            hota_pct=100.0 * float(np.mean(hota_res["HOTA"])) if hota_res is not None else math.nan,
             id_switches=int(row["num_switches"]),
             false_positives=int(row["num_false_positives"]),
             false_negatives=int(row["num_misses"]),
             num_gt_boxes=num_gt,
         )
 
-    per_seq = {n: scores(n, hota_results[n], gt_counts[n]) for n in names}
+    per_seq = {n: scores(n, hota_results.get(n), gt_counts[n]) for n in names}
     overall = scores("OVERALL", hota_overall, sum(gt_counts.values()))
     return per_seq, overall

@@ -21,8 +21,8 @@ from tracker.errors import InvalidDetectionsError, InvalidTimestampError
 class FrameInput:
     """The validated arrays of one frame's detections (n rows).
 
-    ``xyxy`` float64 (n, 4) pixels; ``confidence`` float64 (n,) or None; ``class_id`` int64 (n,)
-    or None.
+    ``xyxy`` float64 (n, 4) pixels; ``confidence`` float64 (n,) or None when absent; ``class_id``
+    int64 (n,) when the tracker needs it (class-aware association), else None.
     """
 
     xyxy: np.ndarray
@@ -54,16 +54,15 @@ def read_detections(
     if xyxy.ndim != 2 or xyxy.shape[1] != 4:
         raise InvalidDetectionsError(f"detections.xyxy must have shape (n, 4), got {xyxy.shape}")
     n = len(xyxy)
-    finite = np.isfinite(xyxy).all(axis=1)
-    if not finite.all():
-        row = _first_bad_row(~finite)
+    if not np.isfinite(xyxy).all():
+        row = _first_bad_row(~np.isfinite(xyxy).all(axis=1))
         raise InvalidDetectionsError(
             f"detections row {row}: xyxy {xyxy[row].tolist()} contains NaN or inf; drop or fix "
             "that row before tracking"
         )
-    degenerate = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
-    if degenerate.any():
-        row = _first_bad_row(degenerate)
+    size = xyxy[:, 2:] - xyxy[:, :2]
+    if not (size > 0).all():
+        row = _first_bad_row(~(size > 0).all(axis=1))
         x1, y1, x2, y2 = xyxy[row].tolist()
         raise InvalidDetectionsError(
             f"detections row {row}: xyxy {[x1, y1, x2, y2]} has width {x2 - x1:g} and height "
@@ -88,9 +87,8 @@ def _read_confidence(detections: sv.Detections, n: int, required: bool) -> np.nd
         raise InvalidDetectionsError(
             f"detections.confidence has {len(confidence)} entries for {n} boxes"
         )
-    finite = np.isfinite(confidence)
-    if not finite.all():
-        row = _first_bad_row(~finite)
+    if not np.isfinite(confidence).all():
+        row = _first_bad_row(~np.isfinite(confidence))
         raise InvalidDetectionsError(
             f"detections row {row}: confidence {confidence[row]} is NaN or inf"
         )
@@ -98,8 +96,10 @@ def _read_confidence(detections: sv.Detections, n: int, required: bool) -> np.nd
 
 
 def _read_class_id(detections: sv.Detections, n: int, required: bool) -> np.ndarray | None:
+    if not required:
+        return None
     if detections.class_id is None:
-        if required and n > 0:
+        if n > 0:
             raise InvalidDetectionsError(
                 "detections.class_id is None but class_aware=True needs a class per row; pass "
                 "class ids or construct the tracker with class_aware=False"

@@ -63,8 +63,8 @@ def match_sort(iou: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.nd
 def _max_total_assignment(score: np.ndarray) -> np.ndarray:
     """Row -> column (-1 if none) maximising the total score of a rectangular matrix.
 
-    Same answer as ``lap.lapjv(-score, extend_cost=True)`` (zero-padded to square, which is what
-    that option does), with the padding done here because it is cheaper than lap's own.
+    Same answer as ``lap.lapjv(-score, extend_cost=True)`` (which zero-pads to square), with the
+    padding done here because that is cheaper than lap's wrapper.
     """
     n_rows, n_cols = score.shape
     size = max(n_rows, n_cols)
@@ -75,34 +75,15 @@ def _max_total_assignment(score: np.ndarray) -> np.ndarray:
     return np.where(row_to_col < n_cols, row_to_col, -1)
 
 
-def _min_cost_assignment_with_limit(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(row -> column, column -> row)``, -1 for unmatched, of the minimum-cost assignment in
-    which leaving a row and a column unmatched costs ``cost_limit``.
-
-    Same answer as ``lap.lapjv(cost, extend_cost=True, cost_limit=cost_limit)``: the square
-    (n + m) matrix built here is the one lap builds for that call (``cost_limit / 2`` for every
-    dummy pairing, 0 between dummies).
-    """
-    n_rows, n_cols = cost.shape
-    size = n_rows + n_cols
-    extended = np.full((size, size), cost_limit / 2.0)
-    extended[n_rows:, n_cols:] = 0.0
-    extended[:n_rows, :n_cols] = cost
-    _, row_to_col, col_to_row = lap.lapjv(extended)
-    row_to_col = row_to_col[:n_rows]
-    col_to_row = col_to_row[:n_cols]
-    return np.where(row_to_col < n_cols, row_to_col, -1), np.where(col_to_row < n_rows, col_to_row, -1)
-
-
 def _is_partial_permutation(mask: np.ndarray) -> bool:
     """True if ``mask`` has at least one True and at most one True in every row and column."""
     return bool(mask.sum(axis=1).max() == 1 and mask.sum(axis=0).max() == 1)
 
 
 def match_below_cost(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """ByteTrack association: minimum-cost assignment in which no accepted pair costs more than
-    ``cost_limit`` (``lap.lapjv(..., cost_limit=...)``: leaving a row and a column unmatched
-    costs ``cost_limit``, so a pair is used only when it is cheaper).
+    """ByteTrack association: minimum-cost assignment in which leaving a row and a column
+    unmatched costs ``cost_limit``, so a pair is used only when it is cheaper than that
+    (``lap.lapjv(cost, extend_cost=True, cost_limit=cost_limit)`` in the reference code).
 
     Args:
         cost: float64 (n_tracks, n_dets).
@@ -111,27 +92,22 @@ def match_below_cost(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, n
         ``(track_idx, det_idx, unmatched_tracks, unmatched_dets)``, int64 arrays, ascending.
     """
     n_rows, n_cols = cost.shape
-    if n_rows == 0 or n_cols == 0:
+    if n_rows == 0 or n_cols == 0 or not (cost <= cost_limit).any():
+        # Nothing to solve: no pair costs less than leaving both ends unmatched.
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.arange(n_rows), np.arange(n_cols)
-    acceptable = cost < cost_limit
-    if not acceptable.any():
-        if not (cost == cost_limit).any():
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.arange(n_rows), np.arange(n_cols)
-    elif _is_partial_permutation(acceptable) and not (cost == cost_limit).any():
-        # Every acceptable pair is cheaper than leaving both ends unmatched and no two compete,
-        # so the optimum is exactly this set of pairs (what lapjv returns, without the call).
-        rows, cols = np.nonzero(acceptable)
-        row_free = np.ones(n_rows, dtype=bool)
-        row_free[rows] = False
-        col_free = np.ones(n_cols, dtype=bool)
-        col_free[cols] = False
-        return rows, cols, np.flatnonzero(row_free), np.flatnonzero(col_free)
-    row_to_col, col_to_row = _min_cost_assignment_with_limit(cost, cost_limit)
-    rows = np.flatnonzero(row_to_col >= 0)
+    # The square (n + m) matrix lap builds for extend_cost + cost_limit: cost_limit / 2 for every
+    # dummy pairing, 0 between dummies. Building it here is cheaper than lap's wrapper.
+    size = n_rows + n_cols
+    extended = np.full((size, size), cost_limit / 2.0)
+    extended[n_rows:, n_cols:] = 0.0
+    extended[:n_rows, :n_cols] = cost
+    _, row_to_col, col_to_row = lap.lapjv(extended)
+    row_to_col = row_to_col[:n_rows]
+    matched = np.flatnonzero(row_to_col < n_cols)
     return (
-        rows,
-        row_to_col[rows].astype(np.int64),
-        np.flatnonzero(row_to_col < 0),
-        np.flatnonzero(col_to_row < 0),
+        matched,
+        row_to_col[matched].astype(np.int64),
+        np.flatnonzero(row_to_col >= n_cols),
+        np.flatnonzero(col_to_row[:n_cols] >= n_rows),
     )

@@ -19,7 +19,6 @@ MOT15 figures are reproduced.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +27,9 @@ import supervision as sv
 from tracker import kalman_sort
 from tracker._io import FrameClock, read_detections, select_tracked_rows
 from tracker.association import FORBIDDEN_IOU, forbid_cross_class, match_sort
-from tracker.errors import InvalidTrackerConfigError
 from tracker.geometry import iou_matrix, xysr_to_xyxy, xyxy_to_xysr
 from tracker.lifetime import MissedLifetime
+from tracker._config import require_bool, require_frame_rate, require_int, require_number_in
 
 _NO_CLASS = -1
 
@@ -55,21 +54,11 @@ class SortConfig:
     class_aware: bool = False
 
     def __post_init__(self) -> None:
-        _require_int(self.max_age, "max_age", minimum=0)
-        _require_int(self.min_hits, "min_hits", minimum=0)
-        if not 0.0 <= float(self.iou_threshold) <= 1.0:
-            raise InvalidTrackerConfigError(f"iou_threshold must lie in [0, 1], got {self.iou_threshold}")
-        _require_frame_rate(self.frame_rate)
-
-
-def _require_int(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidTrackerConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _require_frame_rate(frame_rate: float) -> None:
-    if not (isinstance(frame_rate, (int, float, np.number)) and math.isfinite(frame_rate) and frame_rate > 0):
-        raise InvalidTrackerConfigError(f"frame_rate must be a finite number of frames per second > 0, got {frame_rate!r}")
+        require_int(self.max_age, "max_age", minimum=0)
+        require_int(self.min_hits, "min_hits", minimum=0)
+        require_number_in(self.iou_threshold, "iou_threshold", 0.0, 1.0)
+        require_frame_rate(self.frame_rate)
+        require_bool(self.class_aware, "class_aware")
 
 
 class _SortTracks:
@@ -142,7 +131,7 @@ class SORT:
         Raises:
             InvalidTrackerConfigError (a ValueError): a parameter outside its range.
         """
-        self.config = SortConfig(max_age, min_hits, float(iou_threshold), float(frame_rate), class_aware)
+        self.config = SortConfig(max_age, min_hits, iou_threshold, frame_rate, class_aware)
         self._model = kalman_sort.SortKalmanModel.from_filterpy(kalman_sort.sort_kalman_filter())
         self._lifetime = MissedLifetime(self.config.max_age, self.config.frame_rate)
         self._next_id = 1
