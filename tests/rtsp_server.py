@@ -70,11 +70,13 @@ def _missing_dependency_message() -> str | None:
         gi.require_version("GstRtspServer", "1.0")
         from gi.repository import Gst, GstRtspServer  # noqa: F401
     except (ValueError, ImportError) as error:
-        return f"GStreamer RTSP server bindings missing ({error}); install gir1.2-gst-rtsp-server-1.0"
+        return (f"GStreamer RTSP server bindings missing ({error}); install "
+                f"gir1.2-gst-rtsp-server-1.0 (all needed: {INSTALL_HINT})")
     Gst.init(None)
     for element, package in ELEMENT_PACKAGES.items():
         if Gst.ElementFactory.find(element) is None:
-            return f"GStreamer element {element!r} missing; install {package}"
+            return (f"GStreamer element {element!r} missing; install {package} "
+                    f"(all needed: {INSTALL_HINT})")
     return None
 
 

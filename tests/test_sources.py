@@ -315,7 +315,8 @@ def test_unreachable_stream_fails_fast_without_leaking_the_password(caplog) -> N
     url = f"rtsp://admin:s3cr3t@127.0.0.1:{_free_port()}/stream"
     started = time.monotonic()
     with caplog.at_level(logging.DEBUG, logger="app.sources"):
-        with pytest.raises(SourceError, match=r"cannot open rtsp://admin:\*\*\*@127\.0\.0\.1") as info:
+        masked = r"cannot open rtsp://admin:\*\*\*@127\.0\.0\.1"
+        with pytest.raises(SourceError, match=masked) as info:
             open_source(url, SourceConfig(timeout_s=2.0))
     assert time.monotonic() - started < 2.5
     assert "s3cr3t" not in str(info.value) and "s3cr3t" not in caplog.text

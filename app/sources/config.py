@@ -84,7 +84,8 @@ class SourceConfig:
         _require_positive("folder_fps", self.folder_fps)
         if not isinstance(self.live_buffer_frames, int) or self.live_buffer_frames < 1:
             raise ValueError(
-                f"SourceConfig.live_buffer_frames must be an int >= 1, got {self.live_buffer_frames!r}"
+                "SourceConfig.live_buffer_frames must be an int >= 1, "
+                f"got {self.live_buffer_frames!r}"
             )
         if self.webcam_video_size is not None:
             width, height = self.webcam_video_size

@@ -36,7 +36,8 @@ def open_video_stream(
         container = av.open(target, mode="r", format=format, options=options or {},
                             timeout=timeout_s)
     except (av.FFmpegError, OSError) as error:
-        raise SourceError(f"cannot open {name}: {describe_error(error, target, name, scrub)}") from error
+        reason = describe_error(error, target, name, scrub)
+        raise SourceError(f"cannot open {name}: {reason}") from error
     if not container.streams.video:
         container.close()
         raise SourceError(f"{name} has no video stream")

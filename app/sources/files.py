@@ -104,7 +104,7 @@ class VideoFileSource:
                 index += 1
 
     def _packets(self) -> Iterator[av.Packet]:
-        """Demux video packets to the end, resuming after demuxer errors (corrupt container data)."""
+        """Demux video packets to the end, resuming after demuxer errors (corrupt data)."""
         consecutive_errors = 0
         while not self._closed.is_set():
             demuxer = self._container.demux(self._stream)
@@ -167,7 +167,8 @@ class ImageFolderSource:
         if not self.folder.is_dir():
             raise SourceNotFoundError(f"image folder not found: {self.folder}")
         self.paths = sorted(
-            (p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+            (path for path in self.folder.iterdir()
+             if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS),
             key=natural_sort_key,
         )
         if not self.paths:
@@ -193,7 +194,8 @@ class ImageFolderSource:
                                    path.name, self.stats.frames_corrupt)
                     continue
                 self.stats.frames_read += 1
-                yield Frame(index=index, timestamp_s=index / self.fps, image=image, source=self.name)
+                yield Frame(index=index, timestamp_s=index / self.fps, image=image,
+                            source=self.name)
                 index += 1
         finally:
             self.stats.connection_state = "closed"

@@ -54,18 +54,18 @@ class LiveSource:
 
     The first connection is made in the constructor (so a bad URL fails at once). Iterating
     starts the reader thread. The reader declares the connection lost when the stream ends,
-    when a read raises, or when no frame arrives for ``config.timeout_s`` seconds (FFmpeg's
-    socket timeout and PyAV's interrupt-callback timeout enforce the same bound inside a
-    blocking read). It then reconnects after ``config.backoff_delay_s(attempt)`` seconds,
-    logging each attempt and updating ``stats`` (``connection_state`` "reconnecting" then
-    "connected", ``reconnect_attempt``, ``reconnects`` = successful reconnects,
-    ``last_error``). Packets the decoder rejects are logged and counted in
-    ``stats.frames_corrupt``.
+    when a read fails, or when no new frame has arrived for ``config.timeout_s`` seconds (each
+    blocking read is bounded by ``config.read_timeout_s`` through FFmpeg's socket timeout and
+    PyAV's interrupt callback, so a frozen camera cannot hang the thread). It then reconnects
+    after ``config.backoff_delay_s(attempt)`` seconds, logging each attempt and updating
+    ``stats`` (``connection_state`` "reconnecting" then "connected", ``reconnect_attempt``,
+    ``reconnects`` = successful reconnects, ``last_error``). Packets the decoder rejects are
+    logged and counted in ``stats.frames_corrupt``.
 
     ``close()`` may be called from any thread: iteration stops within about 50 ms even while
     the reader is blocked in a read or a backoff sleep; the reader thread itself exits when its
-    blocking call returns (at most ``timeout_s``), see :meth:`join`. Breaking out of the
-    iteration closes the source too. Iterate once.
+    blocking call returns (within ``read_timeout_s`` for streams), see :meth:`join`. Breaking
+    out of the iteration closes the source too. Iterate once.
 
     Raises:
         SourceError: from the constructor when the first connection fails; from iteration when
@@ -269,7 +269,10 @@ class LiveSource:
                        self._next_index - 1, reason)
 
     def _reconnect(self, attempt: int) -> tuple[tuple[Any, Any] | None, int]:
-        """Retry with exponential backoff; return (connection or None if closed/gave up, attempt)."""
+        """Retry with exponential backoff; return (connection, attempt).
+
+        The connection is ``None`` when the source was closed or gave up (the consumer then
+        gets a :class:`SourceError`)."""
         limit = self.config.max_reconnect_attempts
         while not self._closed.is_set():
             attempt += 1
@@ -335,7 +338,10 @@ def open_webcam(index: int, config: SourceConfig) -> LiveSource:
     """Webcam number ``index``: ``/dev/video<index>`` via V4L2 on Linux, AVFoundation on macOS.
 
     Requests ``config.webcam_video_size``, ``webcam_fps`` and ``webcam_input_format`` when set.
-    The source's ``name`` is ``webcam:<index>``.
+    The source's ``name`` is ``webcam:<index>``. Limitation: a V4L2 read waits inside the
+    kernel, where FFmpeg's interrupt callback cannot end it, so a camera that freezes without
+    an error keeps the reader thread waiting (iteration still stops on ``close()``); an
+    unplugged camera fails the read and is reopened with backoff like a stream.
 
     Raises:
         SourceNotFoundError: the device does not exist (Linux).

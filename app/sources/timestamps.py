@@ -29,7 +29,7 @@ class BestEffortTimestamp:
         self._last_dts: int | None = None
 
     def __call__(self, pts: int | None, dts: int | None) -> int | None:
-        """Return the chosen timestamp in the stream's time base, or ``None`` if both are missing."""
+        """Return the chosen timestamp (stream time base), or ``None`` if there is none."""
         if dts is not None:
             if self._last_dts is not None and dts <= self._last_dts:
                 self._faulty_dts += 1
