@@ -7,9 +7,12 @@ from typing import Any
 
 import av
 import numpy as np
-from av.container.core import Flags as ContainerFlags
 
 from app.sources.config import SourceError
+
+# ``AVFMT_FLAG_GENPTS`` from FFmpeg's libavformat/avformat.h (stable ABI value; PyAV's enum
+# for it changed names across versions).
+AVFMT_FLAG_GENPTS = 0x0001
 
 
 def open_video_stream(
@@ -25,9 +28,8 @@ def open_video_stream(
 
     ``timeout_s`` bounds the open and every later read through PyAV's interrupt callback
     (``av.open(timeout=...)``: seconds, or ``(open, read)`` seconds); ``None`` = unbounded
-    (local files). ``name`` is the printable
-    source name used in messages; ``scrub``, when given, is a secret (a URL password) removed
-    from FFmpeg's messages.
+    (local files). ``name`` is the printable source name used in messages; ``scrub``, when
+    given, is a secret (a URL password) removed from FFmpeg's messages.
 
     Raises:
         SourceError: FFmpeg cannot open ``target`` or it has no video stream.
@@ -44,7 +46,7 @@ def open_video_stream(
     # PyAV turns on FFmpeg's GENPTS, which invents packet PTS where the container has none
     # (AVI): after B-frame reordering those guesses label frames out of order. Without it such
     # frames carry only their DTS, which BestEffortTimestamp then uses.
-    container.flags = container.flags & ~ContainerFlags.gen_pts.value
+    container.flags = container.flags & ~AVFMT_FLAG_GENPTS
     return container, container.streams.video[0]
 
 
