@@ -31,7 +31,7 @@ class FrameInput:
 
 
 def _first_bad_row(bad: np.ndarray) -> int:
-    return int(np.flatnonzero(bad)[0])
+    return int(bad.nonzero()[0][0])
 
 
 def read_detections(

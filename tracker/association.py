@@ -50,13 +50,13 @@ def match_sort(iou: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.nd
         det_idx, track_idx = np.nonzero(above)
         unmatched = np.ones(n_dets, dtype=bool)
         unmatched[det_idx] = False
-        return det_idx, track_idx, np.flatnonzero(unmatched)
+        return det_idx, track_idx, unmatched.nonzero()[0]
     det_to_track = _max_total_assignment(iou)
-    det_idx = np.flatnonzero(det_to_track >= 0)
+    det_idx = (det_to_track >= 0).nonzero()[0]
     track_idx = det_to_track[det_idx].astype(np.int64)
     accepted = iou[det_idx, track_idx] >= iou_threshold
     never_paired = det_to_track < 0
-    unmatched = np.concatenate([np.flatnonzero(never_paired), det_idx[~accepted]])
+    unmatched = np.concatenate([never_paired.nonzero()[0], det_idx[~accepted]])
     return det_idx[accepted], track_idx[accepted], unmatched
 
 
@@ -104,10 +104,10 @@ def match_below_cost(cost: np.ndarray, cost_limit: float) -> tuple[np.ndarray, n
     extended[:n_rows, :n_cols] = cost
     _, row_to_col, col_to_row = lap.lapjv(extended)
     row_to_col = row_to_col[:n_rows]
-    matched = np.flatnonzero(row_to_col < n_cols)
+    matched = (row_to_col < n_cols).nonzero()[0]
     return (
         matched,
         row_to_col[matched].astype(np.int64),
-        np.flatnonzero(row_to_col >= n_cols),
-        np.flatnonzero(col_to_row[:n_cols] >= n_rows),
+        (row_to_col >= n_cols).nonzero()[0],
+        (col_to_row[:n_cols] >= n_rows).nonzero()[0],
     )

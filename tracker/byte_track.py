@@ -40,13 +40,13 @@ import numpy as np
 import supervision as sv
 
 from tracker import kalman_xyah
+from tracker._config import require_bool, require_frame_rate, require_int, require_number_in
 from tracker._io import FrameClock, read_detections, select_tracked_rows
 from tracker.association import FORBIDDEN_COST, forbid_cross_class, match_below_cost
 from tracker.geometry import iou_matrix, xyah_to_xyxy, xyxy_to_xyah
 from tracker.lifetime import MissedLifetime
-from tracker._config import require_bool, require_frame_rate, require_int, require_number_in
 
-LOW_SCORE_THRESH = 0.1  # D_low holds scores strictly above this
+LOW_SCORE_THRESH = 0.1  # D_low holds scores strictly above this (reference: `scores > 0.1`)
 NEW_TRACK_MARGIN = 0.1  # new tracks need score >= track_thresh + this
 SECOND_MATCH_IOU = 0.5  # second association accepts cost 1 - IoU below 1 - 0.5
 UNCONFIRMED_MATCH_COST = 0.7  # unconfirmed tracks accept fused cost below this
@@ -220,16 +220,16 @@ class ByteTrack:
         det_class = frame.class_id  # None unless class_aware
 
         # Step 1: split detections by score.
-        high = np.flatnonzero(scores > cfg.track_thresh)
-        low = np.flatnonzero((scores > LOW_SCORE_THRESH) & (scores < cfg.track_thresh))
+        high = (scores > cfg.track_thresh).nonzero()[0]
+        low = ((scores > LOW_SCORE_THRESH) & (scores < cfg.track_thresh)).nonzero()[0]
 
         # Step 2: confirmed tracked + lost tracks form the pool (in list order); predict it.
         tracks.row[:] = -1
         state, activated = tracks.state, tracks.activated.astype(bool)
         was_lost = state == _LOST
         is_tracked = ~was_lost
-        pool = np.concatenate([np.flatnonzero(is_tracked & activated), np.flatnonzero(was_lost)])
-        unconfirmed = np.flatnonzero(is_tracked & ~activated)
+        pool = np.concatenate([(is_tracked & activated).nonzero()[0], was_lost.nonzero()[0]])
+        unconfirmed = (is_tracked & ~activated).nonzero()[0]
         self._predict(tracks, pool, was_lost)
         costs = _AssociationCosts(tracks, frame.xyxy, scores, det_class, cfg.class_aware)
 
@@ -266,7 +266,7 @@ class ByteTrack:
         self._reorder(tracks, refound, newly_lost, keep)
         boxes = self._remove_duplicates(tracks)
 
-        reported = np.flatnonzero((tracks.state == _TRACKED) & (tracks.activated == 1))
+        reported = ((tracks.state == _TRACKED) & (tracks.activated == 1)).nonzero()[0]
         reported = reported[np.argsort(tracks.row[reported], kind="stable")]
         return select_tracked_rows(detections, tracks.row[reported], boxes[reported], tracks.track_id[reported])
 
@@ -334,7 +334,7 @@ class ByteTrack:
             rank[refound] = self._next_rank + np.arange(len(refound))
             rank[newly_lost] = self._next_rank + len(refound) + np.arange(len(newly_lost))
             self._next_rank += moved
-            kept = np.flatnonzero(keep)
+            kept = keep.nonzero()[0]
             tracks.take(kept[np.argsort(rank[kept], kind="stable")])
         elif not keep.all():
             tracks.take(keep)
@@ -346,7 +346,7 @@ class ByteTrack:
         """
         boxes = xyah_to_xyxy(tracks.mean)
         is_lost = tracks.state == _LOST
-        tracked, lost = np.flatnonzero(~is_lost), np.flatnonzero(is_lost)
+        tracked, lost = (~is_lost).nonzero()[0], is_lost.nonzero()[0]
         if len(tracked) == 0 or len(lost) == 0:
             return boxes
         cost = 1.0 - iou_matrix(boxes[tracked], boxes[lost], IOU_PIXEL_OFFSET)
@@ -372,7 +372,6 @@ class _AssociationCosts:
         self, tracks: _ByteTracks, xyxy: np.ndarray, scores: np.ndarray, det_class: np.ndarray | None,
         class_aware: bool,
     ) -> None:
-        self._tracks = tracks
         self._cost = 1.0 - iou_matrix(xyah_to_xyxy(tracks.mean), xyxy, IOU_PIXEL_OFFSET)
         if class_aware:
             self._cost = forbid_cross_class(self._cost, tracks.class_id, det_class, FORBIDDEN_COST)

@@ -25,11 +25,11 @@ import numpy as np
 import supervision as sv
 
 from tracker import kalman_sort
+from tracker._config import require_bool, require_frame_rate, require_int, require_number_in
 from tracker._io import FrameClock, read_detections, select_tracked_rows
 from tracker.association import FORBIDDEN_IOU, forbid_cross_class, match_sort
 from tracker.geometry import iou_matrix, xysr_to_xyxy, xyxy_to_xysr
 from tracker.lifetime import MissedLifetime
-from tracker._config import require_bool, require_frame_rate, require_int, require_number_in
 
 _NO_CLASS = -1
 
@@ -184,7 +184,7 @@ class SORT:
         self._correct(tracks, track_idx, det_idx, z)
         self._start_tracks(tracks, unmatched, z, frame.class_id)
 
-        reported = np.flatnonzero(self._reported_mask(tracks))
+        reported = self._reported_mask(tracks).nonzero()[0]
         reported = reported[np.argsort(tracks.row[reported], kind="stable")]
         boxes = xysr_to_xyxy(tracks.x[reported])
         ids = tracks.track_id[reported]
