@@ -45,6 +45,7 @@ def cycle_frames() -> list[sv.Detections]:
     return frames
 
 
+@pytest.mark.slow  # about 30 s per tracker on an idle core: 100,000 updates
 @pytest.mark.parametrize(
     "make",
     [

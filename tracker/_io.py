@@ -37,7 +37,8 @@ def _first_bad_row(bad: np.ndarray) -> int:
 def read_detections(
     detections: sv.Detections, *, need_confidence: bool, need_class_id: bool
 ) -> FrameInput:
-    """Validate ``detections`` and return float64/int64 copies of the fields a tracker uses.
+    """Validate ``detections`` and return the fields a tracker uses as float64 / int64 arrays
+    (possibly views of the input; the trackers never write to them).
 
     Raises:
         InvalidDetectionsError: ``detections`` is not a ``supervision.Detections``; ``xyxy`` is not
