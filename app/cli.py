@@ -20,6 +20,7 @@ printed all the same).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -334,9 +335,22 @@ class _Progress:
                 parts.append(f"dropped {result.stats.frames_dropped}")
             self._bar.set_postfix_str(", ".join(parts), refresh=False)
 
+    @property
+    def enabled(self) -> bool:
+        return self._bar is not None
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _logging_around(progress: _Progress) -> contextlib.AbstractContextManager[Any]:
+    """Log lines printed above the progress bar instead of through it."""
+    if not progress.enabled:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 class _Window:
@@ -469,9 +483,7 @@ def _run_track(argv: Sequence[str]) -> int:
     restore_sigint = _install_sigint(pipeline)
     interrupted = False
     try:
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm():
+        with _logging_around(progress):
             pipeline.run(on_result)
     except KeyboardInterrupt:
         interrupted = True
