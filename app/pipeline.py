@@ -9,7 +9,8 @@ Three stages, each in its own thread::
 - **Files and folders** (``source.is_live`` false): every frame is processed; a full queue
   blocks the stage before it (back-pressure), so decoding never runs ahead of inference.
 - **Live sources** (cameras, streams): the freshest frame wins. When the capture queue is full the
-  oldest queued frame is dropped; drops are logged and counted. The result queue never drops —
+  oldest queued frame is dropped, and the inference stage always takes the newest queued frame,
+  dropping the older ones; drops are logged and counted. The result queue never drops —
   it carries count events — so a slow output stage slows inference, which makes capture drop.
 - The **output stage** runs in the thread that iterates :meth:`Pipeline.results` (a generator
   of :class:`FrameResult`): it writes each frame's events to the event sinks first (events reach
@@ -819,10 +820,7 @@ class Pipeline:
                 dropped = self._capture_q.get_nowait()
             except queue.Empty:
                 continue
-            self._frames_dropped += 1
-            log = logger.warning if self._frames_dropped == 1 else logger.debug
-            log("pipeline: dropped frame %d of %s (inference behind the live source; %d drops so far)",
-                dropped.frame.index, self.source.name, self._frames_dropped)
+            self._note_drop(dropped)
 
     def _put_blocking(self, q: queue.Queue, item: object, give_up_on_stop: bool = False) -> bool:
         """Put with back-pressure; give up when shutdown abandons the threads (or, with
@@ -846,17 +844,42 @@ class Pipeline:
                     item = self._capture_q.get(timeout=self.config.poll_interval_s)
                 except queue.Empty:
                     continue
+                end_follows = False
+                if self._drop_oldest and item is not _END:
+                    item, end_follows = self._take_freshest(item)
                 if item is _END:
                     break
                 inferred = self._infer(item)
                 self._frames_inferred += 1
-                if not self._put_blocking(self._result_q, inferred):
+                if not self._put_blocking(self._result_q, inferred) or end_follows:
                     break
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
             self._record_error(exc, "inference")
             self._stop_event.set()
         finally:
             self._put_blocking(self._result_q, _END)
+
+    def _take_freshest(self, item: _Captured) -> tuple[_Captured, bool]:
+        """Live sources: skip to the newest queued frame (the older ones count as dropped).
+        Returns it and whether the end marker came after it."""
+        while True:
+            try:
+                newer = self._capture_q.get_nowait()
+            except queue.Empty:
+                return item, False
+            if newer is _END:
+                return item, True
+            self._note_drop(item)
+            item = newer
+
+    def _note_drop(self, item: _Captured) -> None:
+        with self._errors_lock:  # the capture and the inference thread both drop
+            self._frames_dropped += 1
+            n = self._frames_dropped
+        (logger.warning if n == 1 else logger.debug)(
+            "pipeline: dropped frame %d of %s (inference behind the live source; %d drops so far)",
+            item.frame.index, self.source.name, n,
+        )
 
     def _discard_captured(self) -> None:
         """Empty the capture queue, counting the frames as discarded."""

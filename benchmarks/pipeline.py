@@ -1,0 +1,175 @@
+"""End-to-end pipeline throughput against the detector alone, on a 720p clip, CPU.
+
+Issue 4, scope 7. Clip: ``pedestrians_overhead_walking.mp4`` (1280x720, 25 fps, 341 frames).
+Detector: ``yolov7-tiny`` with the official-format fixture weights (deterministic random values:
+the work per frame is that of the real model; only the boxes are junk), fused fp32, img_size 640
+(letterboxed to 384x640 for this 16:9 clip), batch 1, ``--threads`` torch threads.
+
+Per repeat, on the first ``--frames`` frames, two passes with the same ``Detector`` object:
+
+* **detector only**: frames decoded by :func:`app.sources.open_source`, and only the
+  ``detector(frame)`` calls timed; fps = frames / summed detector time. This is the ceiling.
+* **end to end**: :class:`app.pipeline.Pipeline` as the CLI builds it — decoding in the capture
+  thread, detector + ByteTrack + a counting line in the inference thread, and in the output
+  stage a JSONL event sink, drawing (:class:`app.render.FrameRenderer`) and H.264 encoding of the
+  annotated video (:class:`app.video_writer.VideoWriter`) to a temporary folder; fps = frames /
+  wall time of ``Pipeline.run()`` (thread start to finalized video).
+
+The figure of merit is ``ratio = end-to-end fps / detector-only fps`` per repeat (goal >= 0.85):
+the stages around the detector must overlap with it rather than add to it. The table quotes
+medians over repeats and the per-stage times of the last end-to-end pass.
+
+Usage::
+
+    python benchmarks/pipeline.py [--frames 150] [--repeats 3] [--threads 1] [--img-size 640]
+
+prints the table and writes ``benchmarks/results/pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from app.counting import CountingConfig, LineSpec  # noqa: E402
+from app.pipeline import Pipeline, PipelineConfig, PipelineReport  # noqa: E402
+from app.sinks import open_event_sink  # noqa: E402
+from app.sources import open_source  # noqa: E402
+from detector import Detector  # noqa: E402
+from shared_data import shared_path  # noqa: E402
+from tracker import ByteTrack  # noqa: E402
+
+logger = logging.getLogger("benchmarks.pipeline")
+
+RESULTS_PATH = REPO / "benchmarks" / "results" / "pipeline.json"
+CLIP = ("data", "videos", "pedestrians_overhead_walking.mp4")
+WEIGHTS = ("fixtures", "yolov7", "yolov7-tiny.official-format.pt")
+GOAL_RATIO = 0.85
+#: A horizontal line through the middle of the frame (normalized), as a user would draw.
+COUNTING = CountingConfig(lines=(LineSpec("middle", (0.0, 0.5), (1.0, 0.5)),), normalized=True)
+
+
+def detector_only_fps(detector: Detector, clip: Path, frames: int) -> tuple[float, float]:
+    """Frames per second of the detector calls alone, and their median time in ms."""
+    times_s: list[float] = []
+    source = open_source(clip)
+    try:
+        for frame in source:
+            t0 = time.perf_counter()
+            detector(frame.image)
+            times_s.append(time.perf_counter() - t0)
+            if len(times_s) == frames:
+                break
+    finally:
+        source.close()
+    return len(times_s) / sum(times_s), 1e3 * statistics.median(times_s)
+
+
+def end_to_end_fps(detector: Detector, clip: Path, frames: int, workdir: Path) -> tuple[float, PipelineReport]:
+    """Frames per second of a full pipeline run (wall time of ``run()``) and its report."""
+    source = open_source(clip)
+    pipeline = Pipeline(
+        source, detector, ByteTrack(frame_rate=source.fps or 30.0), counting=COUNTING,
+        event_sinks=[open_event_sink(workdir / "events.jsonl")],
+        config=PipelineConfig(video_output=workdir / "annotated.mp4", max_frames=frames),
+        class_names=detector.names,
+    )
+    t0 = time.perf_counter()
+    report = pipeline.run()
+    wall_s = time.perf_counter() - t0
+    if report.status != "finished" or report.stats.frames_out != frames:
+        raise RuntimeError(f"end-to-end run did not process {frames} frames: {report.summary()}")
+    return frames / wall_s, report
+
+
+def run(frames: int, repeats: int, threads: int, img_size: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    clip = shared_path(*CLIP)
+    detector = Detector.from_weights(shared_path(*WEIGHTS), img_size=img_size, device="cpu")
+    warm = next(iter(open_source(clip))).image
+    for _ in range(3):
+        detector(warm)
+
+    rows = []
+    last_report: PipelineReport | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        for repeat in range(repeats):
+            det_fps, det_ms = detector_only_fps(detector, clip, frames)
+            e2e_fps, last_report = end_to_end_fps(detector, clip, frames, Path(tmp))
+            rows.append({"repeat": repeat, "detector_fps": det_fps, "detector_p50_ms": det_ms,
+                         "end_to_end_fps": e2e_fps, "ratio": e2e_fps / det_fps})
+            logger.info("repeat %d: detector %.2f fps, end to end %.2f fps, ratio %.3f",
+                        repeat, det_fps, e2e_fps, e2e_fps / det_fps)
+    assert last_report is not None
+    return {
+        "clip": "/".join(CLIP),
+        "frames": frames,
+        "repeats": repeats,
+        "threads": threads,
+        "img_size": img_size,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        "runs": rows,
+        "median": {
+            key: statistics.median(row[key] for row in rows)
+            for key in ("detector_fps", "detector_p50_ms", "end_to_end_fps", "ratio")
+        },
+        "goal_ratio": GOAL_RATIO,
+        "last_end_to_end": last_report.to_dict(),
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    med = result["median"]
+    print(f"\npipeline vs detector: {result['clip']}, first {result['frames']} frames (1280x720), yolov7-tiny "
+          f"@{result['img_size']}, CPU, {result['threads']} torch thread(s), median of {result['repeats']} repeats")
+    print(f"{'':<22}{'fps':>8}{'ms/frame':>10}")
+    print(f"{'detector only':<22}{med['detector_fps']:>8.2f}{1e3 / med['detector_fps']:>10.1f}")
+    print(f"{'end to end':<22}{med['end_to_end_fps']:>8.2f}{1e3 / med['end_to_end_fps']:>10.1f}")
+    verdict = "meets" if med["ratio"] >= result["goal_ratio"] else "MISSES"
+    print(f"{'ratio':<22}{med['ratio']:>8.3f}   ({verdict} the goal >= {result['goal_ratio']})")
+    per_repeat = ", ".join(f"{row['ratio']:.3f}" for row in result["runs"])
+    print(f"ratios per repeat: {per_repeat}")
+    stats = result["last_end_to_end"]["stats"]
+    print("\nlast end-to-end run, per stage (service time per frame):")
+    print(f"{'stage':<10}{'p50 ms':>8}{'p95 ms':>8}{'mean ms':>9}")
+    for stage in stats["stages"]:
+        print(f"{stage['name']:<10}{stage['p50_ms']:>8.1f}{stage['p95_ms']:>8.1f}{stage['mean_ms']:>9.1f}")
+    print(f"latency capture->output: p50 {stats['latency_p50_ms']:.0f} ms, p95 {stats['latency_p95_ms']:.0f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=150, help="frames per pass (clip has 341)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch (and OpenCV) threads")
+    parser.add_argument("--img-size", type=int, default=640)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)
+    result = run(args.frames, args.repeats, args.threads, args.img_size)
+    print_table(result)
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {RESULTS_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
