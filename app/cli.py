@@ -422,20 +422,30 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
 
 
-def _install_sigint(pipeline: Pipeline) -> Callable[[], None]:
-    """First Ctrl-C: stop cleanly. Second: KeyboardInterrupt (still finalizes files).
-    Returns a function that restores the previous handler."""
-    if _in_main_thread():
-        previous = signal.getsignal(signal.SIGINT)
+class _SigintStops:
+    """While installed: the first Ctrl-C stops the pipeline cleanly (``stop()``), a second one
+    raises ``KeyboardInterrupt`` (files are still finalized). Only in the main thread."""
 
-        def on_sigint(signum: int, frame: Any) -> None:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            print(f"\n{PROG}: stopping... (Ctrl-C again to abort)", file=sys.stderr)
-            pipeline.stop()
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+        self.received = False
+        self._previous: Any = None
 
-        signal.signal(signal.SIGINT, on_sigint)
-        return lambda: signal.signal(signal.SIGINT, previous)
-    return lambda: None
+    def __enter__(self) -> _SigintStops:
+        if _in_main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.received = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"\n{PROG}: stopping... (Ctrl-C again to abort)", file=sys.stderr)
+        self._pipeline.stop()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _in_main_thread() -> bool:
@@ -480,25 +490,22 @@ def _run_track(argv: Sequence[str]) -> int:
         if window is not None:
             window.show(result)
 
-    restore_sigint = _install_sigint(pipeline)
     interrupted = False
+    sigint = _SigintStops(pipeline)
     try:
-        with _logging_around(progress):
+        with sigint, _logging_around(progress):
             pipeline.run(on_result)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        restore_sigint()
         progress.close()
         if window is not None:
             window.close()
         if pipeline.report is not None:
             _print_report(pipeline.report, args.report)
-    report = pipeline.report
-    assert report is not None
-    if interrupted or report.status in ("stopped", "interrupted"):
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    # Ctrl-C is the usual way to end a live stream, but the exit status says it happened;
+    # q in the --show window is an ordinary end.
+    return EXIT_INTERRUPTED if interrupted or sigint.received else EXIT_OK
 
 
 def _print_report(report: PipelineReport, json_path: Path | None) -> None:
