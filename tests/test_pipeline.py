@@ -489,3 +489,53 @@ def test_duplicate_line_names_across_configs_are_refused() -> None:
     b = CountingConfig(zones=(ZoneSpec("door", ((0, 0), (1, 0), (1, 1))),), normalized=True)
     with pytest.raises(PipelineConfigError, match="'door' is used twice"):
         Pipeline(FakeSource(1), lambda image: _empty(), ByteTrack(), counting=[a, b])
+
+
+# ------------------------------------------------------------------------------ a real live stream
+def test_rtsp_stream_killed_and_restarted_reconnects_and_keeps_counting() -> None:
+    """A local RTSP camera (tests/rtsp_server.py) dies mid-stream and comes back: the pipeline
+    keeps running, the source reconnects, and the counts continue from where they were."""
+    from app.sources import SourceConfig
+    from rtsp_server import RtspTestServer
+
+    server = RtspTestServer(width=320, height=240, fps=25)
+    server.start()  # raises, naming the Debian package, when the server cannot run here
+    try:
+        source = open_source(server.url, SourceConfig(timeout_s=2.0, reconnect_initial_s=0.2, reconnect_max_s=1.0))
+        calls = {"n": 0}
+
+        def sweeping_box(image: np.ndarray) -> sv.Detections:
+            # One box sweeping left to right, 8 px per frame, across x = 160 every 40 frames.
+            calls["n"] += 1
+            x = 8.0 * (calls["n"] % 40)
+            return sv.Detections(xyxy=np.array([[x, 100, x + 20, 150]], np.float32),
+                                 confidence=np.array([0.9], np.float32), class_id=np.array([0]),
+                                 data={"class_name": np.array(["ball"])})
+
+        counting = CountingConfig(lines=(LineSpec("v", (160.0, 0.0), (160.0, 240.0)),))
+        pipeline = Pipeline(source, sweeping_box, ByteTrack(frame_rate=25), counting=counting)
+        watchdog = threading.Timer(90.0, pipeline.stop)
+        watchdog.start()
+        phase, counts_at_kill, in_counts = "before", 0, []
+        restart = threading.Timer(1.0, server.start)
+        try:
+            for result in pipeline.results():
+                in_counts.append(result.lines[0].in_count)
+                if phase == "before" and in_counts[-1] >= 2:
+                    phase, counts_at_kill = "killed", in_counts[-1]
+                    server.kill()
+                    restart.start()
+                elif phase == "killed" and result.stats.reconnects >= 1 and in_counts[-1] >= counts_at_kill + 2:
+                    pipeline.stop()
+                    phase = "done"
+        finally:
+            watchdog.cancel()
+            restart.cancel()
+            if restart.is_alive():
+                restart.join()
+        report = pipeline.report
+        assert phase == "done", f"stopped in phase {phase!r}: {report.summary()}"
+        assert report.status == "stopped" and report.stats.reconnects >= 1
+        assert in_counts == sorted(in_counts) and report.lines[0].in_count >= counts_at_kill + 2
+    finally:
+        server.kill()
