@@ -9,7 +9,8 @@ Typical use::
             sink.write(event)
     print(line.in_count, line.out_count, line.counts_by_class())
 
-The rules (segment crossing, confirmed side, hysteresis, endpoint margin, state lifetime, majority
+The rules (segment crossing, confirmed side, hysteresis, endpoint margin, optional track
+stitching, state lifetime, majority
 class; :class:`LineRules`, :class:`ZoneRules`) are documented on :class:`CountingLine` and :class:`CountingZone`.
 """
 
