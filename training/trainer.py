@@ -96,11 +96,13 @@ class Trainer:
         self._checkpoint: dict[str, Any] | None = None
 
     @classmethod
-    def resume(cls, path: str | Path, *, command: str | None = None, **overrides: Any) -> Trainer:
+    def resume(cls, path: str | Path, *, command: str | None = None, data: DataConfig | None = None,
+               **overrides: Any) -> Trainer:
         """A trainer that continues the run whose checkpoint is ``path`` (run directory or
         ``last.ckpt``). ``overrides`` may change only settings that do not alter the
         computation: ``workers``, ``progress``, ``out_dir``, ``threads``, ``device``
-        (the last two may change floating-point results slightly).
+        (the last two may change floating-point results slightly). ``data`` must be given when
+        the run was started with an in-memory data configuration.
 
         Raises:
             ResumeError: unreadable checkpoint. ConfigError: a forbidden override.
@@ -111,7 +113,8 @@ class Trainer:
             raise ConfigError(f"cannot change {forbidden} when resuming (allowed: {sorted(allowed)})")
         checkpoint = load_checkpoint(path)
         config = TrainConfig.from_dict(checkpoint["config"]).replace(**overrides)
-        trainer = cls(config, command=command if command is not None else checkpoint.get("command"))
+        trainer = cls(config, command=command if command is not None else checkpoint.get("command"),
+                      data=data)
         trainer._checkpoint = checkpoint
         return trainer
 
