@@ -202,6 +202,12 @@ class Trainer:
         self._setup()
         cfg = self.config
         evaluation = None
+        if self.start_epoch >= cfg.epochs:
+            logger.info("the run in %s is complete (%d epochs); nothing to do", cfg.out_dir, cfg.epochs)
+            best = cfg.out_dir / "best.safetensors"
+            return TrainResult(cfg.out_dir, best if best.is_file() else None,
+                               cfg.out_dir / "last.safetensors", self.best_fitness, self.best_epoch,
+                               None, list(self.history))
         for epoch in range(self.start_epoch, cfg.epochs):
             started = time.perf_counter()
             train_losses, images = self._train_epoch(epoch, on_batch_end)
