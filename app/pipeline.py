@@ -37,7 +37,6 @@ the repairs are counted in :class:`PipelineStats`.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import queue

@@ -297,3 +297,12 @@ def test_ctrl_c_stops_cleanly_with_finalized_files_and_counts(weights: str, zone
     assert _frame_count(output) == report["video_frames"] == report["stats"]["frames_out"]
     assert len(read_events(events)) == report["events_total"] > 0
     assert re.search(r"^middle\s+all\s+\d+\s+\d+$", stdout, re.M) and "stopped:" in stdout
+
+
+def test_show_without_a_display_is_one_line(weights: str, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    video = str(shared_path("data", "videos", CLIPS[0]))
+    assert main([video, "--weights", weights, "--show"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--show needs a display" in lines[0]
