@@ -306,3 +306,16 @@ def test_show_without_a_display_is_one_line(weights: str, capsys, monkeypatch) -
     assert main([video, "--weights", weights, "--show"]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "--show needs a display" in lines[0]
+
+
+def test_bundled_sample_is_the_shared_clip_with_its_licence_and_runs(weights: str, tmp_path: Path, capsys) -> None:
+    sample = REPO_ROOT / "assets" / "samples" / "traffic_street_fixedcam.mp4"
+    assert sample.read_bytes() == shared_path("data", "videos", "traffic_street_fixedcam.mp4").read_bytes()
+    notice = (REPO_ROOT / "assets" / "samples" / "NOTICE.md").read_text(encoding="utf-8")
+    assert "MIT License" in notice and "ahmetozlu/vehicle_counting_tensorflow" in notice
+    # the command the notice suggests (with the fixture weights and 24 frames)
+    status = main([str(sample), "--weights", weights, "--img-size", IMG_SIZE, "--line", "640,230,150,230,road",
+                   "--classes", "car", "truck", "bus", "motorcycle", "--output", str(tmp_path / "t.mp4"),
+                   "--events", str(tmp_path / "t.csv"), "--max-frames", "24", "--no-progress"])
+    assert status == 0 and _frame_count(tmp_path / "t.mp4") == 24
+    assert re.search(r"^road\s+all\s+\d+\s+\d+$", capsys.readouterr().out, re.M)
