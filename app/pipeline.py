@@ -606,6 +606,7 @@ class Pipeline:
         self._abandon = threading.Event()  # shutdown gave up waiting: threads exit at once
         self._errors: list[BaseException] = []
         self._errors_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
         self._meters = {name: _Meter(name) for name in STAGES}
         self._latency = _LogHistogram()
         self._latency_lock = threading.Lock()
@@ -625,6 +626,7 @@ class Pipeline:
         self._counters_built = False
         self._writer: VideoWriter | None = None
         self._video_frames = 0
+        self._resized_frames = 0
         self._threads: list[threading.Thread] = []
         self._generator_started = False
         self.report: PipelineReport | None = None
@@ -872,7 +874,7 @@ class Pipeline:
             item = newer
 
     def _note_drop(self, item: _Captured) -> None:
-        with self._errors_lock:  # the capture and the inference thread both drop
+        with self._counts_lock:  # the capture and the inference thread both drop
             self._frames_dropped += 1
             n = self._frames_dropped
         (logger.warning if n == 1 else logger.debug)(
@@ -891,7 +893,7 @@ class Pipeline:
                 self._count_discarded(1)
 
     def _count_discarded(self, n: int) -> None:
-        with self._errors_lock:  # incremented from the capture and the inference thread
+        with self._counts_lock:  # incremented from the capture and the inference thread
             self._frames_discarded += n
 
     def _infer(self, captured: _Captured) -> _Inferred:
@@ -988,8 +990,10 @@ class Pipeline:
             self._writer = self._open_writer(image)
         expected_wh = self._writer.frame_size_wh
         if (image.shape[1], image.shape[0]) != expected_wh:
-            logger.warning("frame size changed to %dx%d; resizing to the video's %dx%d",
-                           image.shape[1], image.shape[0], *expected_wh)
+            (logger.debug if self._resized_frames else logger.warning)(
+                "frame size changed to %dx%d; resizing to the video's %dx%d",
+                image.shape[1], image.shape[0], *expected_wh)
+            self._resized_frames += 1
             image = cv2.resize(image, expected_wh, interpolation=cv2.INTER_AREA)
         self._writer.write(image)
         self._video_frames = self._writer.frames_written
