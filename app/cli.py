@@ -517,8 +517,29 @@ def _print_report(report: PipelineReport, json_path: Path | None) -> None:
 
 
 # ------------------------------------------------------------------------------ dispatch
+def _run_train(argv: Sequence[str]) -> int:
+    from training.cli import train_main  # imported on use: the training stack is not needed to count
+
+    return train_main(list(argv))
+
+
+def _run_val(argv: Sequence[str]) -> int:
+    from training.cli import val_main
+
+    return val_main(list(argv))
+
+
+def _run_gui(argv: Sequence[str]) -> int:
+    from app.gui import main as gui_main  # imported on use: Qt is only loaded for the GUI
+
+    return gui_main(list(argv))
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "convert": _run_convert,
+    "train": _run_train,
+    "val": _run_val,
+    "gui": _run_gui,
 }
 
 

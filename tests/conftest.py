@@ -1,4 +1,7 @@
-"""Test-wide settings: offscreen Qt, a fixed torch thread count, the shared-data helper on path."""
+"""Test-wide settings: offscreen Qt and the shared-data helper on the import path.
+
+Tests that time-sensitive torch work depends on set their own thread count (usually 1, as the
+golden fixtures were produced with one thread)."""
 
 from __future__ import annotations
 
