@@ -1,1 +1,65 @@
-"""app/gui package of yolov7-track."""
+"""The desktop GUI of yolov7-track (PyQt6): live feeds, lines and zones drawn with the mouse, counts.
+
+Run it with ``yolov7-track gui [SOURCE] [--zones FILE]`` or ``python main.py``.
+
+Modules: :mod:`~app.gui.main_window` (the window), :mod:`~app.gui.video_view` (live view and
+line/zone editor), :mod:`~app.gui.worker` (the pipeline in a worker thread),
+:mod:`~app.gui.live_counting` (lines and zones changed while running), :mod:`~app.gui.shapes`
+(the edited lines and zones, no Qt), :mod:`~app.gui.settings` (typed settings file, no Qt),
+:mod:`~app.gui.counts_panel`, :mod:`~app.gui.events_table`, :mod:`~app.gui.source_dialog`,
+:mod:`~app.gui.settings_dialog`.
+
+Qt is imported only when :func:`main` runs, so ``import app.gui`` works without a display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+PROG = "yolov7-track gui"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Open the desktop window: pick a video file, stream or webcam, draw counting "
+        "lines and zones with the mouse and watch the counts.",
+    )
+    parser.add_argument("source", nargs="?", help="start with this video file, folder, URL or webcam index")
+    parser.add_argument("--zones", type=Path, metavar="FILE", help="lines and zones from a JSON or YAML file")
+    parser.add_argument("--settings", type=Path, metavar="FILE",
+                        help="settings file (default: <user config dir>/yolov7-track/settings.json)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Open the main window and run the Qt event loop; returns the exit status (0 when the
+    window was closed normally, 2 on a usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): as a status, not an exit
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from PyQt6.QtWidgets import QApplication
+
+    from app.gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else PROG])
+    app.setApplicationName("yolov7-track")
+    window = MainWindow(settings_path=args.settings)
+    if args.zones is not None:
+        window.load_zones(args.zones)
+    window.show()
+    if args.source:
+        window.open_source(args.source)
+    return int(app.exec())
