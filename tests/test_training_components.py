@@ -130,7 +130,8 @@ def test_cosine_schedule_and_warmup():
     assert after.lrs == pytest.approx((lr, lr, lr)) and after.momentum == 0.937 and after.accumulate == 4
 
 
-@pytest.mark.parametrize(("nb", "epochs", "expected"), [(100, 300, 1000), (500, 300, 1500), (21, 3, 21), (10, 300, 1000)])
+@pytest.mark.parametrize(("nb", "epochs", "expected"),
+                         [(100, 300, 1000), (500, 300, 1500), (21, 3, 21), (10, 300, 1000)])
 def test_warmup_length(nb, epochs, expected):
     assert warmup_iterations(Hyperparameters(), nb, epochs) == expected
 

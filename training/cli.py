@@ -146,8 +146,8 @@ def train_main(argv: Sequence[str]) -> int:
         print(f"yolov7-track train: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     best = result.best_weights or result.last_weights
-    print(f"best fitness {result.best_fitness:.4f} (epoch {result.best_epoch + 1 if result.best_epoch is not None else '-'}); "
-          f"weights: {best}")
+    best_epoch = "-" if result.best_epoch is None else result.best_epoch + 1
+    print(f"best fitness {result.best_fitness:.4f} (epoch {best_epoch}); weights: {best}")
     if result.last_evaluation is not None:
         print(result.last_evaluation.table())
     return EXIT_OK

@@ -225,11 +225,12 @@ def evaluate(model: nn.Module, source: DetectionSource, *, img_size: int, batch_
     Returns:
         :class:`EvaluationResult`.
     """
+    # ground truth first: it reads every image size once, which the letterbox mapping reuses
+    gt = ground_truth if ground_truth is not None else coco_ground_truth(source)
     dataset = EvalDataset(source, img_size)
     detections, loss = predict(model, dataset, batch_size=batch_size, device=device,
                                conf_thres=conf_thres, iou_thres=iou_thres, workers=workers,
                                loss_fn=loss_fn, progress=progress)
-    gt = ground_truth if ground_truth is not None else coco_ground_truth(source)
     results = coco_detections(detections)
     map50, map50_95, per_class = coco_map(gt, results, source.names)
     if not all(math.isfinite(v) for v in (map50, map50_95)):

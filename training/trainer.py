@@ -13,7 +13,7 @@ Each epoch: the augmented training set in a seeded shuffle, forward (training-fo
 on CUDA), :class:`~training.loss.YOLOv7Loss`, backward, an optimizer step every
 ``accumulate`` batches (warmup/cosine settings from :mod:`training.optim`), EMA update after
 each step; pending accumulated gradients are applied at the end of the epoch (so a checkpoint
-never holds half-accumulated gradients). Then validation of the EMA model (pycocotools mAP), the
+never holds half-accumulated gradients). Then validation of the EMA model, folded and fused (pycocotools mAP), the
 best model by fitness ``0.1 mAP@0.5 + 0.9 mAP@0.5:0.95`` (official), the checkpoint and plots.
 
 Resuming (:meth:`Trainer.resume`) restores model, EMA, optimizer, scaler, counters and RNG
@@ -140,7 +140,6 @@ class Trainer:
         self.ema = ModelEMA(self.model, cfg.hyp.ema_decay, cfg.hyp.ema_tau)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.loss_fn = YOLOv7Loss(self.model.head, cfg.hyp, cfg.img_size)
-        self.val_loss_fn = YOLOv7Loss(self.ema.model.head, cfg.hyp, cfg.img_size)
         self.train_set = TrainingDataset(self.data.train, cfg.img_size, cfg.hyp, seed=cfg.seed,
                                          cache_images=cfg.cache_images)
         self.train_set.fill_cache()
@@ -294,9 +293,11 @@ class Trainer:
         last = epoch == cfg.epochs - 1
         if not last and (epoch + 1) % cfg.val_period_epochs:
             return None
-        return evaluate(self.ema.model, self.data.val, img_size=cfg.img_size,
+        # the EMA model folded to the deploy form and fused: the same function, faster
+        model = to_deploy(self.ema.model).fuse().to(self.device).eval()
+        return evaluate(model, self.data.val, img_size=cfg.img_size,
                         batch_size=cfg.batch_size, device=self.device, workers=cfg.workers,
-                        loss_fn=self.val_loss_fn, progress=cfg.progress,
+                        loss_fn=YOLOv7Loss(model.head, cfg.hyp, cfg.img_size), progress=cfg.progress,
                         ground_truth=self.val_ground_truth)
 
     def _metrics_row(self, epoch: int, train: dict[str, float], evaluation: EvaluationResult | None,
