@@ -47,9 +47,10 @@ class CountsPanel(QTreeWidget):
         self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
         header = self.header()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in range(1, len(COLUMNS)):
+        header.setStretchLastSection(False)
+        for column in range(len(COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.setMinimumWidth(330)
         self._shown: list[tuple[Row, list[Row]]] = []
 
     def show_counts(self, lines: Sequence[LineCounts], zones: Sequence[ZoneCounts]) -> None:

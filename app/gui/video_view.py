@@ -142,12 +142,16 @@ class VideoView(QWidget):
         return self._mode
 
     def set_mode(self, mode: EditMode) -> None:
+        """Switch modes; drawing needs a frame (without one the view stays in SELECT and says
+        why). :attr:`modeChanged` reports the resulting mode whenever it differs from the one
+        before or from the one asked for, so toolbar buttons can follow."""
+        requested = mode
         if mode != EditMode.SELECT and self._frame_wh is None:
             self.message.emit("open a source first: lines and zones are drawn on its picture")
             mode = EditMode.SELECT
         self._draft = []
         self._drag = None
-        changed = mode != self._mode
+        changed = mode != self._mode or mode != requested
         self._mode = mode
         self.setCursor(Qt.CursorShape.ArrowCursor if mode == EditMode.SELECT else Qt.CursorShape.CrossCursor)
         if changed:
