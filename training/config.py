@@ -263,7 +263,8 @@ class TrainConfig:
 
 def warmup_iterations(hyp: Hyperparameters, batches_per_epoch: int, epochs: int) -> int:
     """Warmup length in iterations: ``max(warmup_epochs * nb, warmup_min_iterations)`` as the
-    official code, capped at a third of the run so short finetunes reach the full LR."""
+    official code, capped at a third of the run so short finetunes reach the full LR;
+    0 (no warmup) when ``warmup_epochs`` is 0."""
     wanted = max(round(hyp.warmup_epochs * batches_per_epoch), hyp.warmup_min_iterations)
     if hyp.warmup_epochs == 0:
         return 0
