@@ -89,6 +89,7 @@ def write_weights(path: str | Path, state_dict: Mapping[str, torch.Tensor], meta
         save_file(tensors, str(temporary), metadata={METADATA_KEY: header})
         with temporary.open("rb+") as written:
             os.fsync(written.fileno())
+        temporary.chmod(_default_file_mode())  # mkstemp creates 0600; weights are shareable files
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
@@ -141,6 +142,13 @@ def read_weights_metadata(path: str | Path) -> dict[str, Any]:
         raise
     except Exception as exc:
         raise _open_error(path, exc) from exc
+
+
+def _default_file_mode() -> int:
+    """0o666 minus the process umask: what ``open(path, "w")`` would have created."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _open_error(path: Path, exc: Exception) -> CheckpointError:
