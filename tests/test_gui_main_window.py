@@ -8,6 +8,7 @@ Detections come from a replay of the PETS09-S2L1 ground truth on the real PETS c
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -390,5 +391,85 @@ def test_view_keeps_the_aspect_ratio(qtbot, make_window) -> None:  # noqa: ANN00
     assert min(view.width() - rect.width(), view.height() - rect.height()) == pytest.approx(0, abs=0.5)
     assert view.to_frame(view.to_widget((123.0, 45.0))) == pytest.approx((123.0, 45.0))
     # clicks on the letterbox margins map to the frame's corners
-    assert view.to_frame(QPoint(0, 0).toPointF()) == (0.0, 0.0)
-    assert view.to_frame(QPoint(view.width(), view.height()).toPointF()) == (480.0, 360.0)
+    assert view.to_frame(QPoint(0, 0).toPointF()) == pytest.approx((0.0, 0.0), abs=1e-6)
+    assert view.to_frame(QPoint(view.width(), view.height()).toPointF()) == pytest.approx((480.0, 360.0), abs=1e-6)
+
+
+class FlakyCamera:
+    """A live FrameSource: ``frames`` real PETS frames at 50 fps, then the connection drops and
+    it keeps "reconnecting" (attempt 2) until closed."""
+
+    is_live = True
+
+    def __init__(self, frames: int = 40) -> None:
+        from app.frames import SourceStats
+
+        self.name = "rtsp://camera/flaky"
+        self.fps = 50.0
+        self.stats = SourceStats(connection_state="connected")
+        self._frames = frames
+        self._closed = threading.Event()
+
+    def __iter__(self):  # noqa: ANN204
+        inner = open_source(pets_video())
+        try:
+            for frame in inner:
+                if self._closed.wait(1 / self.fps) or frame.index >= self._frames:
+                    break
+                yield frame
+        finally:
+            inner.close()
+        self.stats.connection_state, self.stats.reconnect_attempt = "reconnecting", 2
+        self._closed.wait()
+
+    def close(self) -> None:
+        self.stats.connection_state = "closed"
+        self._closed.set()
+
+
+def test_live_source_shows_drops_and_reconnect_attempts_and_stops_promptly(qtbot, make_window) -> None:  # noqa: ANN001
+    camera = FlakyCamera()
+    window = make_window(source_opener=lambda spec: camera,
+                         detector_factory=pets_detector_factory(delay_s=0.05))  # slower than the camera
+    window.open_source(camera.name)
+    qtbot.waitUntil(lambda: window.connection_label.text() == "reconnecting… (attempt 2)", timeout=15_000)
+    assert window.frames_shown > 0
+    dropped = int(window.dropped_label.text().removeprefix("dropped "))
+    assert dropped > 0  # inference (20 fps) behind the camera (50 fps): the freshest frame wins
+    started = time.perf_counter()
+    window.stop()
+    wait_stopped(qtbot, window)
+    assert time.perf_counter() - started < 2.0
+    assert window.last_report.status == "stopped" and window.last_report.stats.frames_dropped >= dropped
+
+
+def test_invalid_settings_file_is_reported_and_defaults_are_used(qtbot, make_window, tmp_path: Path) -> None:  # noqa: ANN001
+    settings_path = tmp_path / "config" / "settings.json"
+    settings_path.parent.mkdir(parents=True)
+    settings_path.write_text('{"version": 1, "settings": {"conf": 0.3}}')
+    window = make_window(settings_path=settings_path)
+    qtbot.waitUntil(lambda: window.message_box is not None and window.message_box.isVisible(), timeout=5_000)
+    assert "unknown setting 'conf'" in window.message_box.text() and str(settings_path) in window.message_box.text()
+    assert window.settings == GuiSettings()
+
+
+def test_main_opens_the_window_with_a_zone_file_and_returns_when_it_closes(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    from PyQt6.QtWidgets import QApplication
+
+    from app.gui import main
+
+    zone_file = tmp_path / "zones.json"
+    save_counting_config(CountingConfig(lines=(LineSpec("road", (0.0, 100.0), (400.0, 100.0)),)), zone_file)
+    seen = {}
+
+    def close_main_window() -> None:
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, MainWindow) and widget.isVisible():
+                seen["lines"] = [line.name for line in widget.view.shapes.lines]
+                seen["settings"] = widget.settings_path
+                widget.close()
+
+    QTimer.singleShot(300, close_main_window)
+    status = main(["--settings", str(tmp_path / "settings.json"), "--zones", str(zone_file)])
+    assert status == 0
+    assert seen == {"lines": ["road"], "settings": tmp_path / "settings.json"}

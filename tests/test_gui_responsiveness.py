@@ -18,7 +18,6 @@ import pytest
 from PyQt6.QtCore import Qt, QTimer
 from shared_data import shared_path
 
-from app.counting import CountingConfig, LineSpec
 from app.gui.main_window import MainWindow
 
 logger = logging.getLogger(__name__)

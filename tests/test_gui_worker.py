@@ -13,7 +13,7 @@ from PyQt6.QtCore import QObject, QTimer
 from test_gui_support import ReplayDetector, pets_detector_factory, pets_ground_truth, pets_video
 
 from app.counting import CountingConfig, LineSpec
-from app.gui.settings import GuiSettings
+from app.gui.settings import GuiSettings, TrackerSettings
 from app.gui.worker import PipelineWorker, RunRequest, bgr_to_qimage, recording_path, start_in_thread
 from app.pipeline import PipelineConfig
 
@@ -192,3 +192,76 @@ def test_recording_path_is_named_after_the_source() -> None:
     when = datetime(2024, 5, 6, 7, 8, 9)
     assert recording_path(settings, "/videos/road cam.mp4", when) == Path("/rec/road_cam_20240506-070809.mp4")
     assert recording_path(settings, "rtsp://cam:554/live/main", when).name == "main_20240506-070809.mp4"
+
+
+def test_files_play_at_their_frame_rate_when_paced(qtbot, run_worker) -> None:  # noqa: ANN001
+    frames = 8  # the PETS clip is 10 fps: 7 frame periods = 0.7 s
+    durations = {}
+    for pace in (False, True):
+        worker = PipelineWorker(request(pets_video(), pace_files=pace), pets_detector_factory(),
+                                pipeline_config=PipelineConfig(max_frames=frames))
+        worker.frameReady.connect(worker.take_update)
+        started = time.perf_counter()
+        collector = run_worker(worker)
+        qtbot.waitUntil(lambda c=collector: "finished" in c.signals, timeout=10_000)
+        durations[pace] = time.perf_counter() - started
+        assert collector.report.stats.frames_out == frames
+    assert durations[True] >= 0.65 and durations[False] < durations[True]
+
+
+def test_class_filter_resolution() -> None:
+    from app.gui.settings import SettingsError
+    from app.gui.worker import class_ids
+
+    names = ["person", "bicycle", "car"]
+    assert class_ids((), names) is None
+    assert class_ids(("Person", "2", "car"), names) == (0, 2)
+    with pytest.raises(SettingsError, match="no class 'truck'.*person, bicycle, car"):
+        class_ids(("truck",), names)
+    with pytest.raises(SettingsError, match="no class '7'"):
+        class_ids(("7",), names)
+
+
+def test_detector_cache_reloads_only_when_detector_settings_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    import app.gui.worker as worker_module
+
+    loads = []
+    monkeypatch.setattr(worker_module, "load_detector", lambda settings: loads.append(settings) or object())
+    cache = worker_module.DetectorCache()
+    first = cache(GuiSettings())
+    assert cache(GuiSettings(record_output=True, pace_files=True)) is first  # not a detector setting
+    second = cache(GuiSettings(conf_thres=0.5))
+    assert second is not first and len(loads) == 2
+
+
+def test_load_detector_applies_the_settings() -> None:
+    from shared_data import shared_path
+
+    from app.gui.worker import load_detector
+
+    weights = shared_path("fixtures", "yolov7", "yolov7-tiny.official-format.pt")
+    detector = load_detector(GuiSettings(weights=str(weights), img_size=160, conf_thres=0.4, iou_thres=0.5,
+                                         classes=("person", "2"), device="cpu"))
+    assert (detector.config.img_size, detector.config.conf_thres, detector.config.iou_thres) == (160, 0.4, 0.5)
+    assert detector.config.classes == (0, 2) and detector.names[:3] == ["person", "bicycle", "car"]
+    detections = detector(np.zeros((120, 200, 3), np.uint8))
+    assert set(detections.class_id.tolist()) <= {0, 2}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (TrackerSettings(), ("ByteTrack", {"track_thresh": 0.5, "match_thresh": 0.8, "track_buffer": 30})),
+        (TrackerSettings(kind="sort", max_age_frames=4, min_hits=2, iou_threshold=0.2),
+         ("SORT", {"max_age": 4, "min_hits": 2, "iou_threshold": 0.2})),
+    ],
+)
+def test_make_tracker_from_settings(settings, expected) -> None:  # noqa: ANN001
+    from app.gui.worker import make_tracker
+
+    tracker = make_tracker(settings, fps=None)
+    kind, params = expected
+    assert type(tracker).__name__ == kind
+    for name, value in params.items():
+        assert getattr(tracker.config, name) == value
+    assert tracker.config.frame_rate == 30.0

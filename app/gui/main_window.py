@@ -285,9 +285,7 @@ class MainWindow(QMainWindow):
         self.stop_action.setEnabled(busy and state != STATE_STOPPING)
         self.pause_action.setEnabled(busy and state != STATE_STOPPING)
         if not busy and self.pause_action.isChecked():
-            self.pause_action.blockSignals(True)
-            self.pause_action.setChecked(False)
-            self.pause_action.blockSignals(False)
+            self._set_pause_checked(False)
         self.state_label.setText(state)
         title = WINDOW_TITLE if self.source_spec is None else f"{self.source_spec} — {WINDOW_TITLE}"
         self.setWindowTitle(title)
@@ -358,6 +356,7 @@ class MainWindow(QMainWindow):
 
     def _on_pause_toggled(self, paused: bool) -> None:
         if self.worker is None or not self.is_busy():
+            self._set_pause_checked(False)  # nothing to pause
             return
         if paused:
             self.worker.pause()
@@ -365,6 +364,13 @@ class MainWindow(QMainWindow):
             self.worker.resume()
         self.pause_action.setText("Resume" if paused else "Pause")
         self._update_actions()
+
+    def _set_pause_checked(self, paused: bool) -> None:
+        """Set the Pause button without acting on it."""
+        self.pause_action.blockSignals(True)
+        self.pause_action.setChecked(paused)
+        self.pause_action.setText("Resume" if paused else "Pause")
+        self.pause_action.blockSignals(False)
 
     def _on_record_toggled(self, on: bool) -> None:
         from dataclasses import replace
