@@ -473,3 +473,46 @@ def test_main_opens_the_window_with_a_zone_file_and_returns_when_it_closes(qtbot
     status = main(["--settings", str(tmp_path / "settings.json"), "--zones", str(zone_file)])
     assert status == 0
     assert seen == {"lines": ["road"], "settings": tmp_path / "settings.json"}
+
+
+def test_shutdown_after_the_event_loop_waits_for_the_worker(qtbot, make_window) -> None:  # noqa: ANN001
+    window = make_window()
+    window.open_source(str(pets_video()))
+    qtbot.waitUntil(lambda: window.frames_shown > 0, timeout=15_000)
+    thread = window._thread
+    assert window.shutdown_after_event_loop(timeout_s=10)  # no event loop runs during this call
+    assert thread.isFinished()
+    wait_stopped(qtbot, window)
+    assert window.last_report.status == "stopped"
+
+
+def test_ctrl_c_stops_the_run_closes_the_window_and_exits_130(qtbot, tmp_path: Path,  # noqa: ANN001
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from PyQt6.QtWidgets import QApplication
+
+    import app.gui.main_window as main_window_module
+    from app.gui import main
+
+    monkeypatch.setattr(main_window_module, "DetectorCache", pets_detector_factory)
+    seen = {}
+
+    def interrupt_once_playing() -> None:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        if windows and windows[0].frames_shown > 3 and not seen:
+            seen["window"] = windows[0]
+            os.kill(os.getpid(), signal.SIGINT)
+
+    poll = QTimer()
+    poll.timeout.connect(interrupt_once_playing)
+    poll.start(50)
+    previous = signal.getsignal(signal.SIGINT)
+    status = main(["--settings", str(tmp_path / "settings.json"), str(pets_video())])
+    poll.stop()
+    assert status == 130
+    window = seen["window"]
+    assert not window.isVisible() and not window._thread
+    assert window.last_report.status == "stopped"
+    assert signal.getsignal(signal.SIGINT) is previous

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["main"]
@@ -62,4 +62,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.show()
     if args.source:
         window.open_source(args.source)
-    return int(app.exec())
+    interrupted = _close_on_ctrl_c(app, window)
+    try:
+        status = int(app.exec())
+    finally:
+        window.shutdown_after_event_loop()
+    return EXIT_INTERRUPTED if interrupted() else status
+
+
+EXIT_INTERRUPTED = 130
+
+
+def _close_on_ctrl_c(app, window) -> Callable[[], bool]:  # noqa: ANN001 - Qt objects
+    """In the main thread: the first Ctrl-C closes the window the cooperative way (the run
+    stops, then the window closes), a second one quits the event loop at once. Returns a
+    function telling whether Ctrl-C was pressed."""
+    import signal
+    import threading
+
+    from PyQt6.QtCore import QTimer
+
+    pressed = []
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        pressed.append(signum)
+        if len(pressed) == 1:
+            window.close()
+        else:
+            app.quit()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    app.aboutToQuit.connect(lambda: signal.signal(signal.SIGINT, previous))
+    # Python runs signal handlers only between bytecodes; wake it up while Qt waits for events.
+    wake = QTimer(window)
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
+    return lambda: bool(pressed)

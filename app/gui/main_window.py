@@ -556,6 +556,23 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{title}: {text.splitlines()[0] if text else ''}", 10000)
         return box
 
+    def shutdown_after_event_loop(self, timeout_s: float = 15.0) -> bool:
+        """Stop a run still active once the event loop has ended (the process is exiting) and
+        wait, at most ``timeout_s``, for its thread: a ``QThread`` destroyed while running aborts
+        the process. Only call this after ``QApplication.exec()`` returned; while the GUI runs,
+        closing goes through :meth:`closeEvent`, which never waits. Returns whether no worker
+        thread is left."""
+        thread = self._thread
+        if thread is None:
+            return True
+        if self.worker is not None:
+            self.worker.stop()
+        thread.quit()  # the worker's finished -> quit connection needs the event loop we left
+        finished = thread.wait(round(timeout_s * 1000))
+        if not finished:
+            logger.error("the pipeline did not stop within %.0f s", timeout_s)
+        return finished
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         if self.is_busy():
             # Never wait here: ask the run to stop and close when its thread has ended.
