@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_gui_support import ReplayDetector, pets_ground_truth, pets_video
+from gui_support import ReplayDetector, pets_ground_truth, pets_video
 
 from app.counting import (
     CountEvent,

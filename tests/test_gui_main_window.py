@@ -2,7 +2,7 @@
 resume, stop, start again, bad URLs, zone files, events export, recording, closing.
 
 Detections come from a replay of the PETS09-S2L1 ground truth on the real PETS clip (see
-``test_gui_support``), so lines drawn with the mouse get real crossings.
+``gui_support``), so lines drawn with the mouse get real crossings.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import pytest
 from PyQt6.QtCore import QPoint, Qt, QTimer
-from test_gui_support import drag, pets_detector_factory, pets_video, widget_point
+from gui_support import drag, pets_detector_factory, pets_video, widget_point
 
 from app.counting import CountingConfig, LineSpec, load_counting_config, save_counting_config
 from app.gui.main_window import MainWindow, format_connection

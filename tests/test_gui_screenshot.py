@@ -99,7 +99,7 @@ def _child(png: Path, info: Path) -> int:
     from PyQt6.QtCore import QPoint, Qt
     from PyQt6.QtTest import QTest
     from PyQt6.QtWidgets import QApplication
-    from test_gui_support import pets_detector_factory, pets_video, widget_point
+    from gui_support import pets_detector_factory, pets_video, widget_point
 
     from app.gui.main_window import MainWindow
 

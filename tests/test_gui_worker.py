@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PyQt6.QtCore import QObject, QTimer
-from test_gui_support import ReplayDetector, pets_detector_factory, pets_ground_truth, pets_video
+from gui_support import ReplayDetector, pets_detector_factory, pets_ground_truth, pets_video
 
 from app.counting import CountingConfig, LineSpec
 from app.gui.settings import GuiSettings, TrackerSettings
