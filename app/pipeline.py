@@ -59,7 +59,9 @@ from app.counting import (
     CountingLine,
     CountingZone,
     LineRules,
+    LineSpec,
     ZoneRules,
+    ZoneSpec,
 )
 from app.frames import Frame, FrameSource
 from app.video_writer import VideoWriter, VideoWriterConfig
@@ -624,6 +626,10 @@ class Pipeline:
         self._lines: list[CountingLine] = []
         self._zones: list[CountingZone] = []
         self._counters_built = False
+        self._pending_counting: tuple[CountingConfig, ...] | None = None
+        self._pending_lock = threading.Lock()
+        self._built_specs: dict[str, LineSpec | ZoneSpec] = {}
+        self.counting_changes = 0
         self._writer: VideoWriter | None = None
         self._video_frames = 0
         self._resized_frames = 0
@@ -646,6 +652,31 @@ class Pipeline:
     def drops_frames(self) -> bool:
         """Whether the capture stage drops the oldest frame when inference falls behind."""
         return self._drop_oldest
+
+    def set_counting(self, counting: CountingConfig | Sequence[CountingConfig] | None) -> None:
+        """Replace the lines and zones from the next frame on (thread-safe, returns at once).
+
+        The inference thread applies the new configuration right before it counts the next
+        frame, so counters are only ever touched by that thread:
+
+        - a line or zone whose spec (name, geometry in pixels, anchor) is unchanged keeps its
+          counter, its counts and the state of the tracks near it;
+        - a new or changed one starts from zero (crossings of an old segment say nothing about
+          a moved one);
+        - a removed zone reports the exits of the objects still inside (as at the end of a
+          stream), so every ENTER has its EXIT.
+
+        Args:
+            counting: the new lines and zones (``None`` or ``()``: none). Names must be unique.
+
+        Raises:
+            PipelineConfigError: duplicate names or an object that is not a CountingConfig.
+        """
+        configs = () if counting is None else (
+            (counting,) if isinstance(counting, CountingConfig) else tuple(counting))
+        _check_unique_names(configs)
+        with self._pending_lock:
+            self._pending_counting = configs
 
     def stop(self) -> None:
         """Ask the run to end (thread-safe; safe in a signal handler). Returns at once.
@@ -898,6 +929,9 @@ class Pipeline:
 
     def _infer(self, captured: _Captured) -> _Inferred:
         frame = captured.frame
+        with self._pending_lock:
+            pending, self._pending_counting = self._pending_counting, None
+        removed_zone_events = self._apply_counting(pending, frame) if pending is not None else ()
         timestamp_s, index = self._clock.next(frame)
         t0 = time.perf_counter()
         detections = _drop_degenerate(self.detector(frame.image))
@@ -906,7 +940,7 @@ class Pipeline:
         t2 = time.perf_counter()
         if not self._counters_built:
             self._build_counters(frame)
-        events: list[CountEvent] = []
+        events: list[CountEvent] = list(removed_zone_events)
         for counter in (*self._lines, *self._zones):
             events.extend(counter.update(tracks, timestamp_s, index))
         t3 = time.perf_counter()
@@ -928,20 +962,63 @@ class Pipeline:
     def _build_counters(self, frame: Frame) -> None:
         height, width = frame.shape_hw
         for counting in self._counting:
-            lines, zones = counting.build(
-                width, height,
-                line_rules=self.config.line_rules,
-                zone_rules=self.config.zone_rules,
-                max_absent_s=self.config.max_absent_s,
-                class_names=self._class_names,
-            )
+            lines, zones = counting.build(width, height, **self._counter_options())
             self._lines.extend(lines)
             self._zones.extend(zones)
+        self._built_specs = _pixel_specs(self._counting, width, height)
         self._counters_built = True
         for line in self._lines:
             logger.info("line %r: %s -> %s px", line.name, line.start, line.end)
         for zone in self._zones:
             logger.info("zone %r: %d vertices", zone.name, len(zone.polygon))
+
+    def _apply_counting(self, configs: tuple[CountingConfig, ...], frame: Frame) -> tuple[CountEvent, ...]:
+        """Swap in ``configs`` (inference thread), keeping the counters of unchanged specs;
+        returns the exits of zones that were removed."""
+        self._counting = configs
+        self.counting_changes += 1
+        if not self._counters_built:  # the first frame builds them from self._counting
+            return ()
+        height, width = frame.shape_hw
+        new_specs = _pixel_specs(configs, width, height)
+        old_lines = {line.name: line for line in self._lines}
+        old_zones = {zone.name: zone for zone in self._zones}
+        lines: list[CountingLine] = []
+        zones: list[CountingZone] = []
+        for name, spec in new_specs.items():
+            keep = self._built_specs.get(name) == spec
+            if isinstance(spec, LineSpec):
+                lines.append(old_lines[name] if keep else self._build_line(spec, width, height))
+            else:
+                zones.append(old_zones[name] if keep else self._build_zone(spec, width, height))
+        kept_zones = {id(zone) for zone in zones}
+        events: list[CountEvent] = []
+        for zone in self._zones:
+            if id(zone) not in kept_zones:
+                events.extend(zone.finish())
+        self._lines, self._zones = lines, zones
+        changed = sorted(name for name, spec in new_specs.items() if self._built_specs.get(name) != spec)
+        removed = sorted(set(self._built_specs) - set(new_specs))
+        self._built_specs = new_specs
+        logger.info("counting changed at frame %d: new or changed %s, removed %s",
+                    frame.index, changed or "none", removed or "none")
+        return tuple(events)
+
+    def _build_line(self, spec: LineSpec, width: int, height: int) -> CountingLine:
+        lines, _ = CountingConfig(lines=(spec,)).build(width, height, **self._counter_options())
+        return lines[0]
+
+    def _build_zone(self, spec: ZoneSpec, width: int, height: int) -> CountingZone:
+        _, zones = CountingConfig(zones=(spec,)).build(width, height, **self._counter_options())
+        return zones[0]
+
+    def _counter_options(self) -> dict[str, Any]:
+        return {
+            "line_rules": self.config.line_rules,
+            "zone_rules": self.config.zone_rules,
+            "max_absent_s": self.config.max_absent_s,
+            "class_names": self._class_names,
+        }
 
     # ------------------------------------------------------------------ output stage
     def _output(self, item: _Inferred) -> FrameResult:
@@ -1105,6 +1182,16 @@ class Pipeline:
             self.source.close()
         except Exception as exc:  # noqa: BLE001 - closing to unblock; closed again in shutdown
             logger.debug("closing %s: %s", self.source.name, exc)
+
+
+def _pixel_specs(configs: Sequence[CountingConfig], width: int, height: int) -> dict[str, LineSpec | ZoneSpec]:
+    """Name -> spec in pixels of a ``width`` x ``height`` frame, lines first, in order."""
+    specs: dict[str, LineSpec | ZoneSpec] = {}
+    for config in configs:
+        pixels = config.to_pixels(width, height)
+        for spec in (*pixels.lines, *pixels.zones):
+            specs[spec.name] = spec
+    return specs
 
 
 def _check_unique_names(configs: Sequence[CountingConfig]) -> None:

@@ -1,4 +1,4 @@
-"""Lines and zones changed while the pipeline runs (EditableCountingPipeline).
+"""Lines and zones changed while the pipeline runs (``Pipeline.set_counting``).
 
 Real frames (the PETS09-S2L1 clip) with ground-truth boxes as detections give real crossings;
 each run is compared with the same stages run by hand in a plain loop.
@@ -21,8 +21,7 @@ from app.counting import (
     ZoneRules,
     ZoneSpec,
 )
-from app.gui.live_counting import EditableCountingPipeline
-from app.pipeline import PipelineConfig, PipelineConfigError
+from app.pipeline import Pipeline, PipelineConfig, PipelineConfigError
 from app.sources import open_source
 from tracker import ByteTrack
 
@@ -38,7 +37,7 @@ def run_with_change(initial: CountingConfig, change_at: int | None, new: Countin
     ``new``, which therefore applies from frame ``change_at + 1``. Returns (events, report)."""
     source = open_source(pets_video())
     replay = ReplayDetector(pets_ground_truth())
-    holder: dict[str, EditableCountingPipeline] = {}
+    holder: dict[str, Pipeline] = {}
     calls = [0]
 
     def detect(image: np.ndarray):  # noqa: ANN202
@@ -47,7 +46,7 @@ def run_with_change(initial: CountingConfig, change_at: int | None, new: Countin
         calls[0] += 1
         return replay(image)
 
-    pipeline = EditableCountingPipeline(source, detect, ByteTrack(frame_rate=source.fps), counting=initial,
+    pipeline = Pipeline(source, detect, ByteTrack(frame_rate=source.fps), counting=initial,
                                         config=PipelineConfig(max_frames=FRAMES))
     holder["pipeline"] = pipeline
     events = [event for result in pipeline.results() for event in result.events]
@@ -109,7 +108,7 @@ def test_removed_zone_reports_the_exits_of_objects_inside() -> None:
 
 def test_counting_set_before_the_first_frame_replaces_the_initial_one() -> None:
     source = open_source(pets_video())
-    pipeline = EditableCountingPipeline(source, ReplayDetector(pets_ground_truth()), ByteTrack(frame_rate=source.fps),
+    pipeline = Pipeline(source, ReplayDetector(pets_ground_truth()), ByteTrack(frame_rate=source.fps),
                                         counting=CountingConfig(lines=(H,)), config=PipelineConfig(max_frames=FRAMES))
     pipeline.set_counting(CountingConfig(lines=(V,)))
     events = [event for result in pipeline.results() for event in result.events]
@@ -128,7 +127,7 @@ def test_counting_set_before_the_first_frame_replaces_the_initial_one() -> None:
 def test_invalid_counting_is_refused_at_once(counting, message: str) -> None:  # noqa: ANN001
     source = open_source(pets_video())
     try:
-        pipeline = EditableCountingPipeline(source, ReplayDetector({}), ByteTrack(frame_rate=10))
+        pipeline = Pipeline(source, ReplayDetector({}), ByteTrack(frame_rate=10))
         with pytest.raises(PipelineConfigError, match=message):
             pipeline.set_counting(counting)
     finally:

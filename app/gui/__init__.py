@@ -4,7 +4,7 @@ Run it with ``yolov7-track gui [SOURCE] [--zones FILE]`` or ``python main.py``.
 
 Modules: :mod:`~app.gui.main_window` (the window), :mod:`~app.gui.video_view` (live view and
 line/zone editor), :mod:`~app.gui.worker` (the pipeline in a worker thread),
-:mod:`~app.gui.live_counting` (lines and zones changed while running), :mod:`~app.gui.shapes`
+:mod:`~app.gui.shapes`
 (the edited lines and zones, no Qt), :mod:`~app.gui.settings` (typed settings file, no Qt),
 :mod:`~app.gui.counts_panel`, :mod:`~app.gui.events_table`, :mod:`~app.gui.source_dialog`,
 :mod:`~app.gui.settings_dialog`.

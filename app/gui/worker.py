@@ -40,9 +40,8 @@ from PyQt6.QtGui import QImage
 
 from app.counting import CountEvent, CountingConfig
 from app.frames import FrameSource
-from app.gui.live_counting import EditableCountingPipeline
 from app.gui.settings import GuiSettings, SettingsError, TrackerSettings
-from app.pipeline import FrameResult, LineCounts, PipelineConfig, PipelineReport, PipelineStats, TrackerLike, ZoneCounts
+from app.pipeline import FrameResult, LineCounts, Pipeline, PipelineConfig, PipelineReport, PipelineStats, TrackerLike, ZoneCounts
 
 __all__ = [
     "DetectorCache",
@@ -311,7 +310,7 @@ class PipelineWorker(QObject):
         self._stop = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
-        self._pipeline: EditableCountingPipeline | None = None
+        self._pipeline: Pipeline | None = None
         self._pending_counting: CountingConfig | None = request.counting
         self._counting_changed = False
         self._state = STATE_STARTING
@@ -355,7 +354,7 @@ class PipelineWorker(QObject):
 
     def set_counting(self, counting: CountingConfig | None) -> None:
         """New lines and zones; applied from the next frame (see
-        :class:`~app.gui.live_counting.EditableCountingPipeline`)."""
+        :meth:`~app.pipeline.Pipeline.set_counting`)."""
         with self._lock:
             pipeline = self._pipeline
             self._pending_counting = counting
@@ -416,7 +415,7 @@ class PipelineWorker(QObject):
                 self.moveToThread(app.thread())
             self.finished.emit(self.report)
 
-    def _build(self) -> EditableCountingPipeline | None:
+    def _build(self) -> Pipeline | None:
         request = self.request
         detector = self._detector_factory(request.settings)
         if self._stop.is_set():
@@ -429,7 +428,7 @@ class PipelineWorker(QObject):
             config = _with_output(self._pipeline_config, request.video_output)
             with self._lock:
                 counting = self._pending_counting
-            pipeline = EditableCountingPipeline(
+            pipeline = Pipeline(
                 source, detector, self._tracker_factory(request.settings.tracker, source.fps),
                 counting=counting if counting is not None else (),
                 config=config, renderer=renderer, class_names=getattr(detector, "names", None),
@@ -449,7 +448,7 @@ class PipelineWorker(QObject):
         self.runStarted.emit(source.name)
         return pipeline
 
-    def _iterate(self, pipeline: EditableCountingPipeline) -> None:
+    def _iterate(self, pipeline: Pipeline) -> None:
         pace = self.request.settings.pace_files and not pipeline.source.is_live
         clock: tuple[float, float] | None = None  # (wall time, media time) of the pacing origin
         results = pipeline.results()
