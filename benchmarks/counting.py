@@ -120,25 +120,15 @@ import supervision as sv
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from app.counting import Anchor, CountingLine, LineRules  # noqa: E402
+from _mot_data import MOT15_TRAIN_SEQUENCES  # noqa: E402
 from shared_data import shared_path  # noqa: E402
 
 logger = logging.getLogger("benchmarks.counting")
 
-SEQUENCES = (
-    "ADL-Rundle-6",
-    "ADL-Rundle-8",
-    "ETH-Bahnhof",
-    "ETH-Pedcross2",
-    "ETH-Sunnyday",
-    "KITTI-13",
-    "KITTI-17",
-    "PETS09-S2L1",
-    "TUD-Campus",
-    "TUD-Stadtmitte",
-    "Venice-2",
-)
+SEQUENCES = MOT15_TRAIN_SEQUENCES
 LINE_NAMES = ("v", "h")
 DIRECTIONS = ("in", "out")
 #: Issue 4's count of true crossing events on these sequences and lines.
@@ -309,7 +299,6 @@ def our_trackers() -> dict[str, tuple[TrackerFactory, float]]:
 def reference_trackers() -> dict[str, tuple[TrackerFactory, float]]:
     """The plain reference re-implementations of ``benchmarks/_mot_baseline.py``, if present."""
     try:
-        sys.path.insert(0, str(REPO / "benchmarks"))
         from _mot_baseline import NaiveByteTrack, NaiveSort  # noqa: PLC0415
     except ImportError as exc:
         logger.warning("reference trackers unavailable (%s)", exc)
