@@ -35,3 +35,23 @@ def shared_path(*parts: str) -> Path:
             f"directory beside the repository (../shared) or at ${SHARED_ENV_VAR}."
         )
     return path
+
+
+_CONFIG_PREFIX = "../../../shared"
+
+
+def shared_data_config(name: str) -> Path:
+    """Path of ``assets/configs/<name>`` with its ``path:`` pointed at :func:`shared_root`.
+
+    The shipped data YAMLs find the data beside the repository (``../../../shared`` relative to
+    the file); this copy honours ``$YOLOV7_TRACK_SHARED`` as every other test does.
+    """
+    import tempfile
+
+    source = REPO_ROOT / "assets" / "configs" / name
+    text = source.read_text()
+    if _CONFIG_PREFIX not in text:
+        raise SharedDataMissingError(f"{source} does not refer to the shared data ({_CONFIG_PREFIX})")
+    target = Path(tempfile.mkdtemp(prefix="yolov7-track-config-")) / name
+    target.write_text(text.replace(_CONFIG_PREFIX, str(shared_root())))
+    return target

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from shared_data import shared_path
+from shared_data import shared_data_config, shared_path
 
 from training.clips import MotLabelFormat, VideoFrames, read_mot_labels, read_yolo_frame_labels
 from training.datasets import (
@@ -24,7 +24,6 @@ from training.datasets import (
 from training.errors import DatasetError, LabelFormatError
 from training.evaluate import coco_ground_truth, coco_map
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------ Kaggle car set
@@ -42,7 +41,7 @@ def test_kaggle_cars_split_reproduces_the_article_counts():
 
 
 def test_kaggle_cars_data_yaml_gives_the_split_with_boxes():
-    data = load_data_config(REPO / "assets" / "configs" / "kaggle_cars.yaml")
+    data = load_data_config(shared_data_config("kaggle_cars.yaml"))
     assert data.names == ["car"]
     assert (len(data.train), len(data.val)) == (324, 131)
     boxes = sum(len(data.train.annotations(i).labels) for i in range(len(data.train)))
@@ -113,7 +112,7 @@ def test_yolo_source_matches_the_original_coco_json():
     """Our YOLO reader turns coco128's labels into the boxes of the original COCO JSON:
     scoring the JSON's boxes as detections against our ground truth gives mAP 1."""
     root = shared_path("data", "detection", "coco128")
-    data = load_data_config(REPO / "assets" / "configs" / "coco128.yaml")
+    data = load_data_config(shared_data_config("coco128.yaml"))
     source = data.val
     assert len(source) == 128
     assert sum(len(source.normalised_labels(i)) == 0 for i in range(len(source))) == 2
@@ -134,7 +133,7 @@ def test_yolo_source_matches_the_original_coco_json():
 def test_coco_json_reader_agrees_with_yolo_labels():
     root = shared_path("data", "detection", "coco128")
     coco = read_coco_json(root / "annotations" / "instances_train2017_coco128.json", root / "images" / "train2017")
-    yolo = load_data_config(REPO / "assets" / "configs" / "coco128.yaml").train
+    yolo = load_data_config(shared_data_config("coco128.yaml")).train
     by_name = {yolo.image_id(i): i for i in range(len(yolo))}
     for index in (0, 5, 17):
         a = coco.annotations(index).labels
@@ -172,7 +171,7 @@ def test_data_yaml_errors(tmp_path):
 # ------------------------------------------------------------------------------- clips
 
 def test_pets09_clip_config_split_and_frame_mapping():
-    data = load_data_config(REPO / "assets" / "configs" / "pets09_person.yaml")
+    data = load_data_config(shared_data_config("pets09_person.yaml"))
     assert (len(data.train), len(data.val)) == (400, 395)
     assert data.train.label_frames[0] == 1 and data.train.label_frames[-1] == 400
     assert data.val.label_frames[0] == 401 and data.val.label_frames[-1] == 795

@@ -18,11 +18,11 @@ from training.datasets import Annotations, DataConfig, Subset, load_data_config
 from training.evaluate import evaluate
 from training.loader import TrainingDataset, collate
 from training.loss import YOLOv7Loss
+from shared_data import shared_data_config
 from training.optim import build_optimizer, cosine_factor
 from training.plots import METRIC_COLUMNS
 from training.trainer import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
 IMG_SIZE = 128
 CLASSES = ["zebra", "giraffe", "elephant", "airplane"]
 IMAGES = [3, 10, 45, 15]  # coco128 images holding large objects of these classes only
@@ -44,7 +44,7 @@ class _FewClasses(Subset):
 
 @pytest.fixture(scope="module")
 def few_classes():
-    coco = load_data_config(REPO / "assets" / "configs" / "coco128.yaml").train
+    coco = load_data_config(shared_data_config("coco128.yaml")).train
     return _FewClasses(coco, IMAGES)
 
 
@@ -98,7 +98,7 @@ def test_one_batch_overfit_loss_falls_and_map_rises(few_classes):
 
 
 def _config(out_dir: Path, epochs: int = 3) -> TrainConfig:
-    return TrainConfig(data=REPO / "assets" / "configs" / "coco128.yaml", arch="yolov7-tiny",
+    return TrainConfig(data=shared_data_config("coco128.yaml"), arch="yolov7-tiny",
                        out_dir=out_dir, epochs=epochs, img_size=IMG_SIZE, batch_size=2, device="cpu",
                        workers=0, threads=1, seed=7, close_mosaic_epochs=1, progress=False)
 
