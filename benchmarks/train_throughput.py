@@ -121,6 +121,8 @@ def loop_assign(raw_maps, targets, anchors_px, strides, topk=10, iou_weight=3.0)
             onehot[int(t[g, 1])] = 1
             bce = torch.nn.functional.binary_cross_entropy(probs, onehot.expand_as(probs), reduction="none").sum(1)
             cost[g] = bce + iou_weight * -torch.log(iou[g] + 1e-8)
+        if iou.shape[1] == 0:  # no candidate cells in this image (random targets at small sizes)
+            continue
         for g in range(len(t)):
             k = max(1, int(iou[g].topk(min(topk, iou.shape[1])).values.sum()))
             matching[g, cost[g].topk(k, largest=False).indices] = 1

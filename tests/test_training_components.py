@@ -115,6 +115,21 @@ def test_accumulation_and_weight_decay_follow_the_nominal_batch(batch, accumulat
     assert config.scaled_weight_decay == pytest.approx(decay)
 
 
+@pytest.mark.parametrize(("nominal", "batch", "accumulate", "decay"),
+                         [(16, 16, 1, 0.0005), (16, 8, 2, 0.0005), (16, 32, 1, 0.0005 * 2), (8, 3, 3, 0.0005 * 9 / 8)])
+def test_a_smaller_nominal_batch_means_more_optimizer_steps(nominal, batch, accumulate, decay):
+    hyp = Hyperparameters(nominal_batch=nominal)
+    config = TrainConfig(data="x.yaml", batch_size=batch, hyp=hyp)
+    assert config.gradient_accumulation == accumulate
+    assert config.scaled_weight_decay == pytest.approx(decay)
+    assert step_settings(10_000, 5, 300, hyp, warmup_iters=100, batch_size=batch).accumulate == accumulate
+
+
+def test_nominal_batch_must_be_positive():
+    with pytest.raises(ConfigError, match="nominal_batch"):
+        Hyperparameters(nominal_batch=0)
+
+
 def test_cosine_schedule_and_warmup():
     hyp = Hyperparameters()
     assert cosine_factor(0, 300, 0.1) == pytest.approx(1.0)

@@ -373,8 +373,9 @@ def clip_sources(raw: Mapping[str, Any], root: Path, where: str) -> DataConfig:
     if overlap:
         raise DatasetError(f"{where}: train_frames and val_frames overlap ({min(overlap)}..."
                            f"{max(overlap)}); clips are split by disjoint time ranges")
-    description = {"video": str(video.path), "labels": str(labels_path),
+    # the paths as written in the YAML (relative to its `path`): trained models record this
+    description = {"video": str(raw["video"]), "labels": str(raw["labels"]),
                    "label_format": label_format, "scale": scale, "frame_offset": offset,
-                   "train_frames": [train[0], train[-1]], "val_frames": [val[0], val[-1]]}
+                   "split": {"train_frames": [train[0], train[-1]], "val_frames": [val[0], val[-1]]}}
     return DataConfig(names, ClipSource(video, labels, train, names, offset),
                       ClipSource(video, labels, val, names, offset), description)

@@ -46,6 +46,10 @@ class Hyperparameters:
     mosaics, mixup probability ``mixup`` (ratio ~ Beta(8, 8)).
 
     EMA (:mod:`training.ema`): decay ``ema_decay * (1 - exp(-updates / ema_tau))``.
+
+    Batch: ``nominal_batch`` is the batch the LR and weight decay are tuned for (official
+    ``nbs = 64``); gradients accumulate to it and weight decay scales with it. A smaller value
+    gives more optimizer steps per epoch, which short runs on small data (CPU) need.
     """
 
     lr0: float = 0.01
@@ -76,6 +80,7 @@ class Hyperparameters:
     mixup: float = 0.15
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
+    nominal_batch: int = NOMINAL_BATCH_SIZE
 
     def __post_init__(self) -> None:
         for name in ("lr0", "lrf", "box", "cls", "obj", "ema_tau"):
@@ -92,6 +97,7 @@ class Hyperparameters:
         _require(self.anchor_t > 1, "anchor_t", "must be > 1")
         _require(self.topk_iou >= 1, "topk_iou", "must be >= 1")
         _require(self.warmup_min_iterations >= 0, "warmup_min_iterations", "must be >= 0")
+        _require(self.nominal_batch >= 1, "nominal_batch", "must be >= 1")
 
     def loss_gains(self, num_classes: int, img_size: int, num_levels: int) -> tuple[float, float, float]:
         """``(box, cls, obj)`` gains for a run, as official ``train.py`` scales them:
@@ -230,13 +236,13 @@ class TrainConfig:
 
     @property
     def gradient_accumulation(self) -> int:
-        """Forward passes per optimizer step: ``max(round(64 / batch_size), 1)``."""
-        return max(round(NOMINAL_BATCH_SIZE / self.batch_size), 1)
+        """Forward passes per optimizer step: ``max(round(nominal_batch / batch_size), 1)``."""
+        return max(round(self.hyp.nominal_batch / self.batch_size), 1)
 
     @property
     def scaled_weight_decay(self) -> float:
-        """Weight decay scaled by the effective batch over the nominal 64 (official)."""
-        return self.hyp.weight_decay * self.batch_size * self.gradient_accumulation / NOMINAL_BATCH_SIZE
+        """Weight decay scaled by the effective batch over the nominal batch (official)."""
+        return self.hyp.weight_decay * self.batch_size * self.gradient_accumulation / self.hyp.nominal_batch
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -502,7 +502,9 @@ def load_data_config(path: str | Path) -> DataConfig:
     if fmt not in loaders:
         raise DatasetError(f"{path}: unknown format {fmt!r}; known: {', '.join(loaders)}")
     config = loaders[fmt](raw, root, str(path))
-    config.description = {"data_yaml": str(path), "format": fmt, "root": str(root),
+    # `path` as written (relative to the YAML), not the resolved root: trained models record
+    # this description, and a machine-specific absolute path is meaningless elsewhere.
+    config.description = {"data_yaml": str(path), "format": fmt, "path": str(raw.get("path", ".")),
                           **config.description}
     for split_name, source in (("train", config.train), ("val", config.val)):
         if len(source) == 0:

@@ -25,7 +25,7 @@ from torch import nn
 
 from detector.layers import ImplicitA, ImplicitM
 
-from .config import NOMINAL_BATCH_SIZE, Hyperparameters
+from .config import Hyperparameters
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,11 @@ def step_settings(iteration: int, epoch: int, epochs: int, hyp: Hyperparameters,
                   warmup_iters: int, batch_size: int) -> StepSettings:
     """Settings at global ``iteration`` (0-based) of ``epoch`` (module docstring)."""
     base = hyp.lr0 * cosine_factor(epoch, epochs, hyp.lrf)
-    full_accumulate = max(round(NOMINAL_BATCH_SIZE / batch_size), 1)
+    full_accumulate = max(round(hyp.nominal_batch / batch_size), 1)
     if iteration > warmup_iters or warmup_iters == 0:
         return StepSettings((base, base, base), hyp.momentum, full_accumulate)
     xp = [0, warmup_iters]
-    accumulate = max(1, int(np.interp(iteration, xp, [1, NOMINAL_BATCH_SIZE / batch_size]).round()))
+    accumulate = max(1, int(np.interp(iteration, xp, [1, hyp.nominal_batch / batch_size]).round()))
     lrs = tuple(float(np.interp(iteration, xp, [hyp.warmup_bias_lr if g == GROUP_BIAS else 0.0, base]))
                 for g in range(3))
     momentum = float(np.interp(iteration, xp, [hyp.warmup_momentum, hyp.momentum]))
