@@ -114,6 +114,8 @@ def loop_assign(raw_maps, targets, anchors_px, strides, topk=10, iou_weight=3.0)
             cands += [(level, *k) for k in zip(c.anchor.tolist(), c.grid_y.tolist(), c.grid_x.tolist())]
         boxes, probs = torch.cat(boxes), torch.cat(probs).clamp(1e-7, 1 - 1e-7)
         iou = batched_pairwise_iou(cxcywh_to_xyxy(t[:, 2:6])[None], boxes[None])[0]
+        if iou.shape[1] == 0:  # no candidate cells in this image (random targets at small sizes)
+            continue
         matching = torch.zeros_like(iou)
         cost = torch.empty_like(iou)
         for g in range(len(t)):
@@ -121,8 +123,6 @@ def loop_assign(raw_maps, targets, anchors_px, strides, topk=10, iou_weight=3.0)
             onehot[int(t[g, 1])] = 1
             bce = torch.nn.functional.binary_cross_entropy(probs, onehot.expand_as(probs), reduction="none").sum(1)
             cost[g] = bce + iou_weight * -torch.log(iou[g] + 1e-8)
-        if iou.shape[1] == 0:  # no candidate cells in this image (random targets at small sizes)
-            continue
         for g in range(len(t)):
             k = max(1, int(iou[g].topk(min(topk, iou.shape[1])).values.sum()))
             matching[g, cost[g].topk(k, largest=False).indices] = 1

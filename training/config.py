@@ -99,6 +99,11 @@ class Hyperparameters:
         _require(self.warmup_min_iterations >= 0, "warmup_min_iterations", "must be >= 0")
         _require(self.nominal_batch >= 1, "nominal_batch", "must be >= 1")
 
+    def accumulation(self, batch_size: int) -> int:
+        """Forward passes per optimizer step once warmup is over (official ``accumulate``):
+        ``max(round(nominal_batch / batch_size), 1)``."""
+        return max(round(self.nominal_batch / batch_size), 1)
+
     def loss_gains(self, num_classes: int, img_size: int, num_levels: int) -> tuple[float, float, float]:
         """``(box, cls, obj)`` gains for a run, as official ``train.py`` scales them:
         ``box * 3/nl``, ``cls * nc/80 * 3/nl``, ``obj * (img_size/640)^2 * 3/nl``
@@ -237,7 +242,7 @@ class TrainConfig:
     @property
     def gradient_accumulation(self) -> int:
         """Forward passes per optimizer step: ``max(round(nominal_batch / batch_size), 1)``."""
-        return max(round(self.hyp.nominal_batch / self.batch_size), 1)
+        return self.hyp.accumulation(self.batch_size)
 
     @property
     def scaled_weight_decay(self) -> float:

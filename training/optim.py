@@ -85,7 +85,7 @@ def step_settings(iteration: int, epoch: int, epochs: int, hyp: Hyperparameters,
                   warmup_iters: int, batch_size: int) -> StepSettings:
     """Settings at global ``iteration`` (0-based) of ``epoch`` (module docstring)."""
     base = hyp.lr0 * cosine_factor(epoch, epochs, hyp.lrf)
-    full_accumulate = max(round(hyp.nominal_batch / batch_size), 1)
+    full_accumulate = hyp.accumulation(batch_size)
     if iteration > warmup_iters or warmup_iters == 0:
         return StepSettings((base, base, base), hyp.momentum, full_accumulate)
     xp = [0, warmup_iters]
