@@ -8,6 +8,10 @@ class DetectorError(Exception):
     """Base class of every error raised by :mod:`detector`."""
 
 
+class DetectorConfigError(DetectorError, ValueError):
+    """An invalid detector option, or one the model or machine cannot honour."""
+
+
 class UnknownModelError(DetectorError, KeyError):
     """An architecture or registry name that yolov7-track does not know."""
 

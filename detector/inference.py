@@ -20,17 +20,13 @@ import supervision as sv
 import torch
 from torch import nn
 
-from detector.errors import DetectorError
+from detector.errors import DetectorConfigError, DetectorError
 from detector.postprocess import MAX_DETECTIONS, non_max_suppression, scale_boxes
 from detector.preprocess import Letterbox, letterbox_batch, uint8_to_unit_float, validate_bgr_image
 
 logger = logging.getLogger(__name__)
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-class DetectorConfigError(DetectorError, ValueError):
-    """An invalid detector option, or one the model or machine cannot honour."""
 
 
 class DeviceUnavailableError(DetectorConfigError):

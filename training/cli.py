@@ -86,6 +86,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-images", action="store_true", help="keep decoded training images in RAM")
     parser.add_argument("--max-batches", type=_positive_int, default=None,
                         help="stop every epoch after N batches (smoke tests)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="compute precision: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), "
+                        "fp16 mixed precision on CUDA; auto picks the native one, else fp32 (auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--exist-ok", action="store_true",
                         help="allow --out to hold an earlier run (its files are overwritten)")
@@ -107,7 +110,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
         hyp=load_hyperparameters(args.hyp), freeze=args.freeze,
         close_mosaic_epochs=args.close_mosaic, autoanchor=not args.no_autoanchor,
         val_period_epochs=args.val_period, cache_images=args.cache_images,
-        progress=not args.no_progress, max_batches_per_epoch=args.max_batches)
+        progress=not args.no_progress, max_batches_per_epoch=args.max_batches,
+        precision=args.precision)
 
 
 def _configure_logging() -> None:
@@ -133,6 +137,10 @@ def train_main(argv: Sequence[str]) -> int:
             overrides = {"progress": not args.no_progress, "workers": args.workers}
             if args.threads is not None:
                 overrides["threads"] = args.threads
+            if args.device != "auto":
+                overrides["device"] = args.device
+            if args.precision != "auto":
+                overrides["precision"] = args.precision
             trainer = Trainer.resume(args.resume, **overrides)
             out_dir = trainer.config.out_dir
         else:

@@ -50,6 +50,11 @@ class Hyperparameters:
     Batch: ``nominal_batch`` is the batch the LR and weight decay are tuned for (official
     ``nbs = 64``); gradients accumulate to it and weight decay scales with it. A smaller value
     gives more optimizer steps per epoch, which short runs on small data (CPU) need.
+
+    Partial labels (merged sources, :mod:`training.merge`): with ``unlabelled_ignore``, an
+    unassigned prediction whose score for a class its image's source does not label exceeds
+    ``unlabelled_ignore_conf`` gets no objectness loss (:meth:`training.loss.YOLOv7Loss`);
+    ``False`` is the naive merge (every unlabelled object is background).
     """
 
     lr0: float = 0.01
@@ -81,6 +86,8 @@ class Hyperparameters:
     ema_decay: float = 0.9999
     ema_tau: float = 2000.0
     nominal_batch: int = NOMINAL_BATCH_SIZE
+    unlabelled_ignore: bool = True
+    unlabelled_ignore_conf: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("lr0", "lrf", "box", "cls", "obj", "ema_tau"):
@@ -98,6 +105,7 @@ class Hyperparameters:
         _require(self.topk_iou >= 1, "topk_iou", "must be >= 1")
         _require(self.warmup_min_iterations >= 0, "warmup_min_iterations", "must be >= 0")
         _require(self.nominal_batch >= 1, "nominal_batch", "must be >= 1")
+        _require(0 < self.unlabelled_ignore_conf < 1, "unlabelled_ignore_conf", "must be in (0, 1)")
 
     def accumulation(self, batch_size: int) -> int:
         """Forward passes per optimizer step once warmup is over (official ``accumulate``):
@@ -196,6 +204,9 @@ class TrainConfig:
         cache_images: keep decoded (resized) training images in memory.
         progress: show a tqdm progress bar.
         max_batches_per_epoch: stop each epoch after this many batches (smoke runs; None = all).
+        precision: ``auto`` | ``fp32`` | ``bf16`` | ``fp16``: autocast dtype of the forward
+            and backward pass (the loss is fp32); ``auto`` is bf16 on CPUs with native bf16,
+            fp16 on CUDA, else fp32 (:func:`detector.precision.resolve_precision`).
     """
 
     data: Path
@@ -217,6 +228,7 @@ class TrainConfig:
     cache_images: bool = False
     progress: bool = True
     max_batches_per_epoch: int | None = None
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data", Path(self.data))
@@ -232,6 +244,8 @@ class TrainConfig:
             (self.val_period_epochs >= 1, "val_period_epochs must be >= 1"),
             (self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
              "max_batches_per_epoch must be >= 1"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"),
+             f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:

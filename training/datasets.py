@@ -103,6 +103,11 @@ class DetectionSource(abc.ABC):
         image = self.load_image(index)
         return image, self.annotations(index)
 
+    def unlabelled_classes(self, index: int) -> frozenset[int]:
+        """Classes whose objects may be in item ``index`` without a box (a merged source that
+        does not label them, :mod:`training.merge`); empty for a fully labelled source."""
+        return frozenset()
+
     @property
     def num_classes(self) -> int:
         return len(self.names)
@@ -204,6 +209,9 @@ class Subset(DetectionSource):
 
     def annotations(self, index: int) -> Annotations:
         return self.source.annotations(self._map(index))
+
+    def unlabelled_classes(self, index: int) -> frozenset[int]:
+        return self.source.unlabelled_classes(self._map(index))
 
 
 # --------------------------------------------------------------------------- YOLO layout
@@ -484,6 +492,8 @@ def load_data_config(path: str | Path) -> DataConfig:
     * ``kaggle_cars``: ``csv``, ``images``, optional ``background_images`` (100),
       ``val_fraction`` (0.2), ``seed`` (42), ``names`` (``[car]``); see :func:`kaggle_cars_split`.
     * ``clip``: a video with per-frame labels split by time; see :func:`training.clips.clip_sources`.
+    * ``merge``: several sources of any of these formats with class maps onto one class list
+      and the classes each labels; see :mod:`training.merge`.
 
     Raises:
         DatasetError: unreadable YAML, unknown format, missing keys or files.
@@ -497,11 +507,7 @@ def load_data_config(path: str | Path) -> DataConfig:
         raise DatasetError(f"{path}: expected a mapping at the top level")
     root = (path.parent / str(raw.get("path", "."))).resolve()
     fmt = raw.get("format", "yolo")
-    loaders = {"yolo": _load_yolo, "coco": _load_coco, "kaggle_cars": _load_kaggle,
-               "clip": _load_clip}
-    if fmt not in loaders:
-        raise DatasetError(f"{path}: unknown format {fmt!r}; known: {', '.join(loaders)}")
-    config = loaders[fmt](raw, root, str(path))
+    config = load_source_config(raw, root, str(path))
     # `path` as written (relative to the YAML), not the resolved root: trained models record
     # this description, and a machine-specific absolute path is meaningless elsewhere.
     config.description = {"data_yaml": str(path), "format": fmt, "path": str(raw.get("path", ".")),
@@ -512,6 +518,22 @@ def load_data_config(path: str | Path) -> DataConfig:
     logger.info("data %s: %d classes, %d train / %d val images", path, len(config.names),
                 len(config.train), len(config.val))
     return config
+
+
+def load_source_config(raw: Mapping[str, Any], root: Path, where: str) -> DataConfig:
+    """One data description (the mapping of a data YAML) with paths relative to ``root``.
+
+    Raises:
+        DatasetError: an unknown format, missing keys or files (``where`` names the culprit).
+    """
+    from .merge import load_merge
+
+    loaders = {"yolo": _load_yolo, "coco": _load_coco, "kaggle_cars": _load_kaggle,
+               "clip": _load_clip, "merge": load_merge}
+    fmt = raw.get("format", "yolo")
+    if fmt not in loaders:
+        raise DatasetError(f"{where}: unknown format {fmt!r}; known: {', '.join(loaders)}")
+    return loaders[fmt](dict(raw), root, where)
 
 
 def _required(raw: dict, key: str, where: str) -> Any:

@@ -88,7 +88,10 @@ def coco_ground_truth(source: DetectionSource) -> dict[str, Any]:
 
     Image ids are ``index + 1``, category ids ``class + 1``; boxes ``[x, y, w, h]`` in original
     pixels with ``area = w * h``; ignore regions become ``iscrowd = 1`` annotations of every
-    category.
+    category. A class the image's source does not label (:mod:`training.merge`) gets an
+    image-wide ``iscrowd = 1`` box: its detections there count neither as hits nor as false
+    positives (the image is no evidence about that class, as with Open Images' image-level
+    labels).
     """
     images, annotations = [], []
     for index in range(len(source)):
@@ -100,6 +103,9 @@ def coco_ground_truth(source: DetectionSource) -> dict[str, Any]:
         for box in ann.ignore_xyxy:  # class-agnostic: one crowd box per category
             for category in range(len(source.names)):
                 annotations.append(_coco_box(len(annotations) + 1, index + 1, category + 1, box, 1))
+        for category in sorted(source.unlabelled_classes(index)):  # not labelled: not scored
+            annotations.append(_coco_box(len(annotations) + 1, index + 1, category + 1,
+                                         (0.0, 0.0, float(w), float(h)), 1))
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(source.names)]
     return {"images": images, "annotations": annotations, "categories": categories}
 

@@ -13,9 +13,10 @@ Randomness comes from ``numpy.random.default_rng((seed, epoch, index))``, so an 
 same whatever the number of workers or the order of loading, and a resumed run sees exactly the
 images it would have seen. Shuffling uses a torch generator seeded with ``(seed, epoch)``.
 
-Batches (:func:`collate`) are ``(images, targets, indices)``: ``images (B, 3, S, S)`` uint8
-**RGB**, ``targets (N, 6)`` float32 ``image, class, cx, cy, w, h`` in input pixels,
-``indices (B,)`` the source indices.
+Batches (:func:`collate`) are ``(images, targets, indices, unlabelled)``: ``images (B, 3, S, S)``
+uint8 **RGB**, ``targets (N, 6)`` float32 ``image, class, cx, cy, w, h`` in input pixels,
+``indices (B,)`` the source indices, ``unlabelled (B, nc)`` bool the classes whose objects may
+be in the image without a box (merged sources, :mod:`training.merge`).
 """
 
 from __future__ import annotations
@@ -104,17 +105,34 @@ class TrainingDataset(Dataset):
 
     def load_item(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(image (S, S, 3) uint8 BGR, labels (n, 5) class x1 y1 x2 y2)`` of item ``index``."""
+        image, labels, _ = self._compose(index)
+        return image, labels
+
+    def unlabelled_mask(self, used: Sequence[int]) -> np.ndarray:
+        """``(nc,)`` bool: classes unlabelled in any of the source items ``used`` (a mosaic's
+        parts may come from sources that label different classes; the union is the
+        conservative answer, see :mod:`training.merge`)."""
+        mask = np.zeros(self.source.num_classes, dtype=bool)
+        for i in set(used):
+            for c in self.source.unlabelled_classes(i):
+                mask[c] = True
+        return mask
+
+    def _compose(self, index: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """The augmented item and the source indices it was built from."""
         if not self.augment:
             image, labels = self._resized(index)
-            return augment.letterbox_with_labels(image, labels, self.img_size, scaleup=False)
+            return (*augment.letterbox_with_labels(image, labels, self.img_size, scaleup=False), [index])
         rng = self.rng_for(index)
         hyp = self.hyp
         if self.mosaic_enabled and rng.random() < hyp.mosaic:
-            image, labels = self._mosaic(index, rng)
+            image, labels, used = self._mosaic(index, rng)
             if rng.random() < hyp.mixup:
-                other = self._mosaic(int(rng.integers(len(self))), rng)
-                image, labels = augment.mixup((image, labels), other, rng)
+                *other, other_used = self._mosaic(int(rng.integers(len(self))), rng)
+                image, labels = augment.mixup((image, labels), tuple(other), rng)
+                used = used + other_used
         else:
+            used = [index]
             image, labels = self._resized(index)
             image, labels = augment.letterbox_with_labels(image, labels, self.img_size)
             image, labels = augment.random_affine(image, labels, rng, degrees=hyp.degrees,
@@ -123,22 +141,25 @@ class TrainingDataset(Dataset):
         image = augment.augment_hsv(image, rng, hyp.hsv_h, hyp.hsv_s, hyp.hsv_v)
         if rng.random() < hyp.fliplr:
             image, labels = augment.horizontal_flip(image, labels)
-        return image, labels
+        return image, labels, used
 
-    def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[int]]:
         nine = rng.random() < self.hyp.mosaic9
         others = rng.integers(len(self), size=8 if nine else 3)
-        items = [self._resized(i) for i in [index, *others.tolist()]]
+        used = [index, *others.tolist()]
+        items = [self._resized(i) for i in used]
         build = augment.mosaic9 if nine else augment.mosaic4
         canvas, labels = build(items, self.img_size, rng)
         hyp = self.hyp
-        return augment.random_affine(canvas, labels, rng, degrees=hyp.degrees,
-                                     translate=hyp.translate, scale=hyp.scale, shear=hyp.shear,
-                                     border=-self.img_size // 2)
+        image, labels = augment.random_affine(canvas, labels, rng, degrees=hyp.degrees,
+                                              translate=hyp.translate, scale=hyp.scale,
+                                              shear=hyp.shear, border=-self.img_size // 2)
+        return image, labels, used
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image, labels = self.load_item(index)
-        return bgr_to_chw_rgb(image), torch.from_numpy(labels_to_targets(labels)), index
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+        image, labels, used = self._compose(index)
+        return (bgr_to_chw_rgb(image), torch.from_numpy(labels_to_targets(labels)), index,
+                torch.from_numpy(self.unlabelled_mask(used)))
 
 
 @dataclass(frozen=True)
@@ -177,13 +198,18 @@ class EvalDataset(Dataset):
         return bgr_to_chw_rgb(lb.image), torch.from_numpy(labels_to_targets(labels)), index
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor, int]]
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack images; prefix each target row with its image's position in the batch."""
+def collate(batch: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
+    """Stack images; prefix each target row with its image's position in the batch. Training
+    items carry a fourth element, the ``(nc,)`` bool unlabelled-class mask, stacked to
+    ``(B, nc)``; evaluation items have three."""
     images = torch.stack([item[0] for item in batch])
-    targets = [torch.cat((torch.full((len(t), 1), float(i)), t), 1) for i, (_, t, _) in enumerate(batch)]
+    targets = [torch.cat((torch.full((len(item[1]), 1), float(i)), item[1]), 1)
+               for i, item in enumerate(batch)]
     indices = torch.tensor([item[2] for item in batch], dtype=torch.long)
-    return images, torch.cat(targets, 0) if targets else torch.zeros((0, 6)), indices
+    out = (images, torch.cat(targets, 0) if targets else torch.zeros((0, 6)), indices)
+    if batch and len(batch[0]) == 4:
+        out = (*out, torch.stack([item[3] for item in batch]))
+    return out
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -88,6 +88,9 @@ class YOLOv7Loss:
         self.level_weights = LEVEL_WEIGHTS[self.nl]
         self.box_gain, self.cls_gain, self.obj_gain = hyp.loss_gains(self.nc, img_size, self.nl)
         self.has_aux = isinstance(head, IAuxDetect)
+        self._unlabelled: torch.Tensor | None = None
+        self.ignored_cells = 0
+        """Objectness terms skipped by the partial-label rule since construction (monitoring)."""
 
     def _assign(self, lead_maps: list[torch.Tensor], targets: torch.Tensor,
                 neighbour_offset: float) -> list[LevelMatches]:
@@ -96,11 +99,16 @@ class YOLOv7Loss:
                              anchor_t=self.hyp.anchor_t, topk=self.hyp.topk_iou,
                              iou_cost_weight=self.hyp.iou_cost_weight)
 
-    def __call__(self, raw_maps: list[torch.Tensor], targets: torch.Tensor) -> LossOutput:
+    def __call__(self, raw_maps: list[torch.Tensor], targets: torch.Tensor,
+                 unlabelled: torch.Tensor | None = None) -> LossOutput:
         if len(raw_maps) not in (self.nl, 2 * self.nl):
             raise ValueError(f"expected {self.nl} (lead) or {2 * self.nl} (lead + aux) maps, "
                              f"got {len(raw_maps)}")
+        raw_maps = [m.float() for m in raw_maps]  # bf16/fp16 under autocast: the loss is fp32
         targets = targets.to(device=raw_maps[0].device, dtype=torch.float32)
+        self._unlabelled = None
+        if unlabelled is not None and self.hyp.unlabelled_ignore and bool(unlabelled.any()):
+            self._unlabelled = unlabelled.to(device=raw_maps[0].device, dtype=torch.bool)
         lead = raw_maps[: self.nl]
         heads = [(lead, self._assign(lead, targets, LEAD_NEIGHBOUR_OFFSET), 1.0)]
         if len(raw_maps) == 2 * self.nl:
@@ -143,5 +151,29 @@ class YOLOv7Loss:
             if self.nc > 1:
                 one_hot = F.one_hot(t[:, TGT_CLASS].long(), self.nc).to(ps.dtype)
                 cls = F.binary_cross_entropy_with_logits(ps[:, COL_CLS0:], one_hot)
-        obj = F.binary_cross_entropy_with_logits(pi[..., COL_OBJ], target_obj)
+        weight = self._objectness_weight(pi, target_obj)
+        obj = F.binary_cross_entropy_with_logits(pi[..., COL_OBJ], target_obj, weight=weight)
         return box, obj, cls
+
+    def _objectness_weight(self, pi: torch.Tensor, target_obj: torch.Tensor) -> torch.Tensor | None:
+        """Partial labels: 0 at unassigned predictions that score an object of a class the image's
+        source does not label above ``hyp.unlabelled_ignore_conf`` (those may be real, unlabelled
+        objects: neither positive nor background), 1 elsewhere; ``None`` when nothing is
+        ignored. The mean over the map is unchanged in form (ignored cells count as zeros).
+
+        Source: the partial-annotation treatment of multi-dataset detection, where a class
+        outside a dataset's label space is not background for that dataset's images (Zhao et
+        al., "Object Detection with a Unified Label Space from Multiple Datasets", ECCV 2020,
+        sec. 3-4; Zhou et al., "Simple Multi-dataset Detection", CVPR 2022, sec. 3), applied to
+        YOLO's objectness as YOLOv3's ignore rule does (Redmon & Farhadi 2018, sec. 2.1:
+        confident unassigned predictions incur no objectness loss).
+        """
+        if self._unlabelled is None:
+            return None
+        with torch.no_grad():
+            scores = pi[..., COL_OBJ:COL_OBJ + 1].sigmoid() * pi[..., COL_CLS0:].sigmoid()
+            mask = self._unlabelled[:, None, None, None, :]            # (B, 1, 1, 1, nc)
+            unlabelled_score = torch.where(mask, scores, torch.zeros((), device=pi.device)).amax(-1)
+            ignore = (unlabelled_score > self.hyp.unlabelled_ignore_conf) & (target_obj == 0)
+            self.ignored_cells += int(ignore.sum())
+            return (~ignore).to(pi.dtype)

@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 METRIC_COLUMNS = (
     "epoch", "lr", "train_box", "train_obj", "train_cls", "train_loss",
     "val_box", "val_obj", "val_cls", "val_loss", "map50", "map50_95", "fitness",
-    "epoch_time_s", "train_images_per_s",
+    "epoch_time_s", "train_images_per_s", "ignored_obj_cells",
 )
 """Columns of ``metrics.csv``; losses are per image (gained), mAP in [0, 1]; empty when an
 epoch was not validated."""

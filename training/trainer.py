@@ -9,8 +9,9 @@ Per run (``out_dir``):
 * ``metrics.csv`` and ``metrics.png``: per-epoch losses, mAP and LR;
 * ``val_best.txt``: the per-class table of the best epoch.
 
-Each epoch: the augmented training set in a seeded shuffle, forward (training-form model, AMP
-on CUDA), :class:`~training.loss.YOLOv7Loss`, backward, an optimizer step every
+Each epoch: the augmented training set in a seeded shuffle, forward (training-form model,
+channels_last on the CPU, autocast in the run's precision: bf16 on CPUs with native bf16, fp16
+with loss scaling on CUDA; see :mod:`detector.precision`), :class:`~training.loss.YOLOv7Loss`, backward, an optimizer step every
 ``accumulate`` batches (warmup/cosine settings from :mod:`training.optim`), EMA update after
 each step; pending accumulated gradients are applied at the end of the epoch (so a checkpoint
 never holds half-accumulated gradients). Then validation of the EMA model, folded and fused (pycocotools mAP), the
@@ -39,6 +40,7 @@ import torch
 from detector import create_model, load_model, save_model, to_deploy
 from detector.inference import resolve_device
 from detector.model import YOLOv7
+from detector.precision import DTYPES, resolve_precision
 
 from .autoanchor import check_anchors
 from .config import TrainConfig, available_cpu_count, warmup_iterations
@@ -100,14 +102,15 @@ class Trainer:
                **overrides: Any) -> Trainer:
         """A trainer that continues the run whose checkpoint is ``path`` (run directory or
         ``last.ckpt``). ``overrides`` may change only settings that do not alter the
-        computation: ``workers``, ``progress``, ``out_dir``, ``threads``, ``device``
-        (the last two may change floating-point results slightly). ``data`` must be given when
+        computation: ``workers``, ``progress``, ``out_dir``, ``threads``, ``device``,
+        ``precision`` (the last three change floating-point results slightly; a run started on
+        one machine may continue on another, e.g. a CPU run on a lent GPU). ``data`` must be given when
         the run was started with an in-memory data configuration.
 
         Raises:
             ResumeError: unreadable checkpoint. ConfigError: a forbidden override.
         """
-        allowed = {"workers", "progress", "out_dir", "threads", "device"}
+        allowed = {"workers", "progress", "out_dir", "threads", "device", "precision"}
         forbidden = sorted(set(overrides) - allowed)
         if forbidden:
             raise ConfigError(f"cannot change {forbidden} when resuming (allowed: {sorted(allowed)})")
@@ -125,9 +128,14 @@ class Trainer:
         threads = cfg.threads or available_cpu_count()
         torch.set_num_threads(threads)
         self.device = resolve_device(cfg.device)
-        self.amp = self.device.type == "cuda"
-        logger.info("training on %s with %d CPU threads (AMP %s)", self.device, threads,
-                    "on" if self.amp else "off")
+        self.precision = resolve_precision(cfg.precision, self.device)
+        # autocast: bf16 (CPU with native bf16, or CUDA) needs no loss scaling; fp16 does
+        self.autocast_dtype = DTYPES[self.precision]
+        self.amp = self.precision != "fp32"
+        self.channels_last = self.device.type == "cpu" or self.amp
+        logger.info("training on %s (%s) with %d CPU threads, precision %s%s", self.device,
+                    hardware_description(self.device), threads, self.precision,
+                    " (asked: auto)" if cfg.precision == "auto" else "")
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         self.data = self._data or load_data_config(cfg.data)
         torch.manual_seed(cfg.seed)
@@ -136,9 +144,11 @@ class Trainer:
         if cfg.freeze:
             freeze_layers(self.model, cfg.freeze)
         self.model.to(self.device).train()
+        if self.channels_last:  # NHWC: oneDNN's fast convolution layout (and tensor cores')
+            self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.hyp, cfg.scaled_weight_decay)
         self.ema = ModelEMA(self.model, cfg.hyp.ema_decay, cfg.hyp.ema_tau)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.loss_fn = YOLOv7Loss(self.model.head, cfg.hyp, cfg.img_size)
         self.train_set = TrainingDataset(self.data.train, cfg.img_size, cfg.hyp, seed=cfg.seed,
                                          cache_images=cfg.cache_images)
@@ -215,6 +225,9 @@ class Trainer:
             row = self._metrics_row(epoch, train_losses, evaluation, time.perf_counter() - started,
                                     images / max(train_time, 1e-9))
             self.history.append(row)
+            if evaluation is not None:  # per-class APs of every validated epoch, for comparisons
+                with open(cfg.out_dir / "evaluations.jsonl", "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"epoch": epoch + 1, **evaluation.to_dict()}) + "\n")
             if evaluation is not None and evaluation.fitness > self.best_fitness:
                 self.best_fitness, self.best_epoch = evaluation.fitness, epoch
                 self._save_weights(cfg.out_dir / "best.safetensors", epoch, evaluation)
@@ -239,18 +252,21 @@ class Trainer:
         self.model.train()
         sums = {"box": 0.0, "obj": 0.0, "cls": 0.0}
         images_seen, batches = 0, 0
+        self._ignored_before = self.loss_fn.ignored_cells
         iterator = self._progress(epoch)
         iteration = epoch * self.batches_per_epoch - 1
-        for i, (imgs, targets, indices) in iterator:
+        for i, (imgs, targets, indices, unlabelled) in iterator:
             if i >= self.batches_per_epoch:
                 break
             iteration = epoch * self.batches_per_epoch + i
             settings = step_settings(iteration, epoch, cfg.epochs, cfg.hyp, self.warmup_iters, cfg.batch_size)
             apply_settings(self.optimizer, settings)
             x = imgs.to(self.device, non_blocking=True).float() / 255
-            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype, enabled=self.amp):
                 outputs = self.model(x)
-            loss = self.loss_fn(outputs, targets.to(self.device))
+            loss = self.loss_fn(outputs, targets.to(self.device), unlabelled)  # fp32
             if not torch.isfinite(loss.total):
                 names = [self.data.train.image_id(j) for j in indices.tolist()]
                 raise TrainingError(f"non-finite loss at epoch {epoch + 1}, batch {i} (images "
@@ -307,6 +323,7 @@ class Trainer:
             "train_box": train["box"], "train_obj": train["obj"], "train_cls": train["cls"],
             "train_loss": sum(train.values()), "epoch_time_s": round(epoch_time, 3),
             "train_images_per_s": round(images_per_s, 3),
+            "ignored_obj_cells": self.loss_fn.ignored_cells - self._ignored_before,
             "val_box": None, "val_obj": None, "val_cls": None, "val_loss": None,
             "map50": None, "map50_95": None, "fitness": None,
         }
@@ -340,7 +357,8 @@ class Trainer:
             "data": self.data.description, "arch": cfg.arch, "weights": cfg.weights,
             "epochs": cfg.epochs, "epochs_completed": epoch + 1, "img_size": cfg.img_size,
             "batch_size": cfg.batch_size, "seed": cfg.seed, "hyp": cfg.hyp.to_dict(),
-            "device": str(self.device), "torch": torch.__version__,
+            "device": str(self.device), "hardware": hardware_description(self.device),
+            "precision": self.precision, "torch": torch.__version__,
             "anchors": self.reports.get("anchors"),
             "transfer": _transfer_digest(self.reports.get("transfer")),
         }
@@ -354,6 +372,21 @@ class Trainer:
         written = save_model(deploy, path, half=True, provenance=provenance, metrics=metrics)
         make_world_readable(written)
         return written
+
+
+def hardware_description(device: torch.device) -> str:
+    """The CPU model (``/proc/cpuinfo``) or the CUDA device name, for provenance."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({available_cpu_count()} CPUs usable)"
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def _transfer_digest(report: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,0 +1,272 @@
+"""Several labelled sources merged into one training set (``format: merge`` data YAML).
+
+Each source keeps its own layout (any format :func:`~training.datasets.load_data_config`
+reads) and its own class names. A class map sends every source class onto a name of the one
+target class list, or drops it (``null``); a source also declares which target classes it
+*labels* (``labels``, by default the targets its map reaches). A target class a source does not
+label is **unlabelled** there: its objects are in the images but carry no box, so they are not
+background. :meth:`MergedSource.unlabelled_classes` gives that set per image; the loss
+(:mod:`training.loss`, ``partial_label_ignore``) and the evaluation
+(:func:`training.evaluate.coco_ground_truth`) use it so that such objects are neither taught nor
+scored as background.
+
+Example (``assets/configs/traffic.yaml``)::
+
+    format: merge
+    path: ../../../shared/data/detection
+    names: [person, bicycle, car, motorcycle, bus, truck]
+    sources:
+      atl_highway_v12:
+        format: yolo
+        path: traffic_cctv/atl_highway_v12
+        names: [bike, bus, car, truck]
+        train: train/images
+        val: [valid/images, test/images]
+        classes: {bike: motorcycle, bus: bus, car: car, truck: truck}
+        labels: [car, motorcycle, bus, truck]        # pedestrians are visible, not labelled
+
+Keys of a source: ``format`` (default ``yolo``); ``path`` (relative to the merge's ``path``);
+the keys of its format; ``classes`` (every source class, to a target name or ``null``);
+``labels`` (optional); ``others: drop`` (drop every source class ``classes`` does not list,
+e.g. COCO's other 74 classes); ``splits`` (optional, ``[train]`` to use a source for training only,
+``[val]`` for evaluation only; for ``yolo`` a missing ``train``/``val`` key means the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .datasets import (
+    Annotations,
+    DataConfig,
+    DetectionSource,
+    YoloSource,
+    list_images,
+    parse_names,
+)
+from .errors import DatasetError
+
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """How one source's classes become target classes.
+
+    ``to_target[i]`` is the target index of source class ``i`` or ``-1`` (dropped);
+    ``labelled`` the sorted target indices the source labels.
+    """
+
+    to_target: tuple[int, ...]
+    labelled: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, source_names: Sequence[str], target_names: Sequence[str], classes: Any,
+              labels: Any, where: str, others: Any = None) -> ClassMap:
+        """Validate a ``classes`` mapping and ``labels`` list (module docstring); with
+        ``others="drop"`` the source classes ``classes`` does not list are dropped.
+
+        Raises:
+            DatasetError: a source class without an entry, an entry for a class the source does
+                not have, an unknown target name, or ``labels`` missing a mapped target (``where``
+                and the offending name are in the message).
+        """
+        if not isinstance(classes, Mapping):
+            raise DatasetError(f"{where}: 'classes' must map each source class name to a target "
+                               f"name or null (drop); source classes: {list(source_names)}")
+        classes = {str(k): v for k, v in classes.items()}
+        unknown_sources = sorted(set(classes) - set(source_names))
+        if unknown_sources:
+            raise DatasetError(f"{where}: classes {unknown_sources} are not classes of this source "
+                               f"(its names: {list(source_names)})")
+        missing = [n for n in source_names if n not in classes]
+        if others == "drop":
+            classes.update({n: None for n in missing})
+            missing = []
+        elif others is not None:
+            raise DatasetError(f"{where}: 'others' may only be 'drop' (drop every class not listed "
+                               f"in 'classes'), got {others!r}")
+        if missing:
+            raise DatasetError(f"{where}: source classes {missing} have no entry in 'classes'; map "
+                               f"each to one of {list(target_names)} or to null to drop it")
+        to_target = []
+        for name in source_names:
+            target = classes[name]
+            if target is None:
+                to_target.append(-1)
+                continue
+            if str(target) not in target_names:
+                raise DatasetError(f"{where}: class {name!r} maps to {target!r}, which is not a target "
+                                   f"class ({list(target_names)})")
+            to_target.append(list(target_names).index(str(target)))
+        mapped = sorted({t for t in to_target if t >= 0})
+        if labels is None:
+            labelled = mapped
+        else:
+            if isinstance(labels, str) or not isinstance(labels, Sequence):
+                raise DatasetError(f"{where}: 'labels' must be a list of target class names")
+            unknown = [str(n) for n in labels if str(n) not in target_names]
+            if unknown:
+                raise DatasetError(f"{where}: labels {unknown} are not target classes "
+                                   f"({list(target_names)})")
+            labelled = sorted({list(target_names).index(str(n)) for n in labels})
+            undeclared = [target_names[t] for t in mapped if t not in labelled]
+            if undeclared:
+                raise DatasetError(f"{where}: classes map boxes onto {undeclared} but 'labels' does "
+                                   "not declare them; add them to 'labels'")
+        return cls(tuple(to_target), tuple(labelled))
+
+    def apply(self, annotations: Annotations) -> Annotations:
+        """Rows of dropped classes removed, the others renumbered to target indices."""
+        labels = annotations.labels
+        if not len(labels):
+            return annotations
+        target = np.asarray(self.to_target, dtype=np.int64)[labels[:, 0].astype(np.int64)]
+        keep = target >= 0
+        out = labels[keep].copy()
+        out[:, 0] = target[keep]
+        return Annotations(out, annotations.ignore_xyxy)
+
+
+class MappedSource(DetectionSource):
+    """One source seen through its :class:`ClassMap` (target class ids, target names)."""
+
+    def __init__(self, source: DetectionSource, class_map: ClassMap, target_names: Sequence[str],
+                 name: str) -> None:
+        self.source = source
+        self.class_map = class_map
+        self.names = list(target_names)
+        self.name = name
+        self._unlabelled = frozenset(set(range(len(target_names))) - set(class_map.labelled))
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def image_id(self, index: int) -> str:
+        return f"{self.name}/{self.source.image_id(index)}"
+
+    def load_image(self, index: int) -> np.ndarray:
+        return self.source.load_image(index)
+
+    def image_shape(self, index: int) -> tuple[int, int]:
+        return self.source.image_shape(index)
+
+    def annotations(self, index: int) -> Annotations:
+        return self.class_map.apply(self.source.annotations(index))
+
+    def unlabelled_classes(self, index: int) -> frozenset[int]:
+        return self._unlabelled
+
+
+class MergedSource(DetectionSource):
+    """The concatenation of :class:`MappedSource` parts (``parts``), in order."""
+
+    def __init__(self, parts: Sequence[MappedSource], names: Sequence[str]) -> None:
+        self.parts = list(parts)
+        self.names = list(names)
+        self._offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def _locate(self, index: int) -> tuple[MappedSource, int]:
+        index = self._check_index(index)
+        part = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return self.parts[part], index - int(self._offsets[part])
+
+    def part_ranges(self) -> list[tuple[str, int, int]]:
+        """``(source name, first index, end index)`` of each part."""
+        return [(p.name, int(a), int(b)) for p, a, b in zip(self.parts, self._offsets, self._offsets[1:])]
+
+    def image_id(self, index: int) -> str:
+        part, i = self._locate(index)
+        return part.image_id(i)
+
+    def load_image(self, index: int) -> np.ndarray:
+        part, i = self._locate(index)
+        return part.load_image(i)
+
+    def image_shape(self, index: int) -> tuple[int, int]:
+        part, i = self._locate(index)
+        return part.image_shape(i)
+
+    def annotations(self, index: int) -> Annotations:
+        part, i = self._locate(index)
+        return part.annotations(i)
+
+    def unlabelled_classes(self, index: int) -> frozenset[int]:
+        part, i = self._locate(index)
+        return part.unlabelled_classes(i)
+
+
+def load_merge(raw: Mapping[str, Any], root: Path, where: str) -> DataConfig:
+    """A ``format: merge`` data YAML mapping (module docstring) as a :class:`DataConfig`.
+
+    Raises:
+        DatasetError: missing keys, malformed class maps (source and class named), a source
+            format that cannot be merged, or a split with no images.
+    """
+    from .datasets import load_source_config
+
+    names = parse_names(raw.get("names"), where)
+    sources = raw.get("sources")
+    if not isinstance(sources, Mapping) or not sources:
+        raise DatasetError(f"{where}: 'sources' must map source names to their descriptions")
+    parts: dict[str, list[MappedSource]] = {split: [] for split in SPLITS}
+    description: dict[str, Any] = {"names": names, "sources": {}}
+    for source_name, spec in sources.items():
+        here = f"{where}: source {source_name!r}"
+        if not isinstance(spec, Mapping):
+            raise DatasetError(f"{here}: expected a mapping")
+        spec = dict(spec)
+        source_root = (root / str(spec.get("path", "."))).resolve()
+        splits = _source_splits(spec, source_root, here, load_source_config)
+        source_names = next(iter(splits.values())).names
+        class_map = ClassMap.parse(source_names, names, spec.get("classes"), spec.get("labels"), here,
+                                   spec.get("others"))
+        for split, source in splits.items():
+            parts[split].append(MappedSource(source, class_map, names, str(source_name)))
+        description["sources"][str(source_name)] = {
+            "format": spec.get("format", "yolo"), "path": str(spec.get("path", ".")),
+            **{split: spec[split] for split in SPLITS if split in spec},
+            "classes": {n: names[t] for n, t in zip(source_names, class_map.to_target) if t >= 0},
+            "labels": [names[t] for t in class_map.labelled],
+            "images": {split: len(s) for split, s in splits.items()},
+        }
+    for split in SPLITS:
+        if not parts[split]:
+            raise DatasetError(f"{where}: no source gives a {split} split")
+    return DataConfig(names, MergedSource(parts["train"], names), MergedSource(parts["val"], names),
+                      description)
+
+
+def _source_splits(spec: dict[str, Any], root: Path, where: str, load_source_config
+                   ) -> dict[str, DetectionSource]:
+    fmt = spec.get("format", "yolo")
+    if fmt == "merge":
+        raise DatasetError(f"{where}: a merge cannot contain another merge")
+    wanted = spec.get("splits")
+    if wanted is not None and (not isinstance(wanted, list) or not set(wanted) <= set(SPLITS) or not wanted):
+        raise DatasetError(f"{where}: 'splits' must be a non-empty list of {list(SPLITS)}")
+    if fmt == "yolo":  # either split may be absent
+        source_names = parse_names(spec.get("names"), where)
+        present = [s for s in SPLITS if s in spec and (wanted is None or s in wanted)]
+        if not present:
+            raise DatasetError(f"{where}: give 'train' and/or 'val' image folders")
+        return {s: YoloSource(list_images(_resolve(root, spec[s])), source_names) for s in present}
+    config = load_source_config({k: v for k, v in spec.items()
+                                 if k not in ("classes", "labels", "splits", "path", "others")},
+                                root, where)
+    splits = {"train": config.train, "val": config.val}
+    return {s: splits[s] for s in (wanted or SPLITS)}
+
+
+def _resolve(root: Path, value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_resolve(root, v) for v in value]
+    return (root / str(value)).resolve()
