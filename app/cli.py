@@ -45,7 +45,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 PROG = "yolov7-track"
-DEFAULT_WEIGHTS = "yolov7-tiny"
+DEFAULT_WEIGHTS = "yolov7-tiny-traffic"  # detector.bundled.DEFAULT_MODEL (not imported: torch is slow to load)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
 #: Nominal tracker frame rate when the source does not say (ByteTrack scales its buffer by it).
 DEFAULT_TRACKER_FPS = 30.0
@@ -165,7 +165,8 @@ def _track_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source", help="video file, image folder, rtsp/rtmp/http URL, or webcam index (0)")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
-                        help=f"registry name or .pt/.safetensors path (default {DEFAULT_WEIGHTS}, downloaded once)")
+                        help=f"model name or .pt/.safetensors path (default {DEFAULT_WEIGHTS}: the bundled "
+                        "traffic model, offline; official names such as yolov7-tiny are downloaded once)")
     parser.add_argument("--line", action="append", default=[], type=_line_arg, metavar="x1,y1,x2,y2[,name]",
                         help="counting line (repeatable); pixels, or fractions when all four are in [0, 1]")
     parser.add_argument("--zones", type=Path, metavar="FILE", help="lines and zones from a JSON or YAML file")

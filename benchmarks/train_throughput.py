@@ -1,10 +1,11 @@
-"""Training throughput: images per second of a full training step (batch 8, 640 px).
+"""Training throughput: images per second of a full training step (batch 16, 320 px, 6 classes).
 
-Issue 5. A training step is what :class:`training.trainer.Trainer` does per batch: forward of the
+Issues 5 and 10. A training step is what :class:`training.trainer.Trainer` does per batch: forward of the
 training-form model, :class:`training.loss.YOLOv7Loss` (simOTA assignment + loss), backward,
 SGD step and EMA update. The batch is a real augmented batch (mosaic, mixup, affine, HSV, flip)
-of the Kaggle car training split (``assets/configs/kaggle_cars.yaml``). Every number is the
-**median** over ``--repeats`` timed runs after ``--warmup`` untimed ones. Reported:
+of the merged traffic training set (``assets/configs/traffic.yaml``, 6 classes; ``--data`` picks
+another). Every number is the **median** over ``--repeats`` timed runs after ``--warmup`` untimed
+ones. Reported:
 
 * ``step``: the whole step -> images/s (the headline number), and its parts: ``forward``,
   ``loss`` and ``backward + optimizer + EMA``;
@@ -13,12 +14,16 @@ of the Kaggle car training split (``assets/configs/kaggle_cars.yaml``). Every nu
   measured in the same run, a per-image / per-target loop written like the official
   ``build_targets`` (same results, see ``tests/test_training_assign.py``).
 
-CPU with 1 and 2 threads (``--threads``); CUDA when present (fp32 and AMP).
+Rows, all measured in one run on the same batch: CPU fp32 in the default (NCHW) memory format
+(the baseline), fp32 channels_last, and bf16 autocast with channels_last on CPUs with native bf16
+(AVX512-BF16/AMX), the trainer's setting (:mod:`detector.precision`), with 1 and 2 threads
+(``--threads``); CUDA fp32 and fp16 AMP when present. ``vs fp32`` is the step time of the fp32
+NCHW row with the same thread count divided by the row's.
 
 Usage::
 
-    python benchmarks/train_throughput.py [--models yolov7-tiny yolov7] [--batch-size 8]
-        [--img-size 640] [--threads 1 2] [--repeats 5] [--warmup 1] [--no-cuda]
+    python benchmarks/train_throughput.py [--models yolov7-tiny yolov7] [--batch-size 16]
+        [--img-size 320] [--threads 2] [--repeats 5] [--warmup 2] [--data DATA] [--no-cuda]
 
 prints the tables and writes ``benchmarks/results/train_throughput.json``.
 """
@@ -53,6 +58,7 @@ from training.ema import ModelEMA  # noqa: E402
 from training.loader import TrainingDataset, collate  # noqa: E402
 from training.loss import YOLOv7Loss  # noqa: E402
 from training.optim import build_optimizer  # noqa: E402
+from detector.precision import DTYPES, cpu_has_native_bf16  # noqa: E402
 
 logger = logging.getLogger("train_throughput")
 RESULTS_PATH = REPO / "benchmarks" / "results" / "train_throughput.json"
@@ -73,11 +79,12 @@ def median_s(run: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[
     return statistics.median(times)
 
 
-def augmented_batch(batch_size: int, img_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """A real augmented batch of the Kaggle car training split, and the median time to build
-    one (seconds)."""
-    shared_path("data", "detection", "kaggle_cars")  # fails loudly when the data is missing
-    data = load_data_config(REPO / "assets" / "configs" / "kaggle_cars.yaml")
+def augmented_batch(data_yaml: Path, batch_size: int, img_size: int, seed: int = 0
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[str], float]:
+    """A real augmented batch of the training split of ``data_yaml``, its class names, and the
+    median time to build one (seconds)."""
+    shared_path("data", "detection")  # fails loudly when the data is missing
+    data = load_data_config(data_yaml)
     dataset = TrainingDataset(data.train, img_size, Hyperparameters(), seed=seed)
     dataset.set_epoch(0)
     counter = iter(range(10**9))
@@ -87,8 +94,8 @@ def augmented_batch(batch_size: int, img_size: int, seed: int = 0) -> tuple[torc
         return collate([dataset[(start + i) % len(dataset)] for i in range(batch_size)])
 
     seconds = median_s(build, repeats=3, warmup=1)
-    images, targets, _ = build()
-    return images, targets, seconds
+    images, targets, *_ = build()
+    return images, targets, data.names, seconds
 
 
 # ----------------------------------------------------------- baseline: per-image loops
@@ -137,24 +144,28 @@ def loop_assign(raw_maps, targets, anchors_px, strides, topk=10, iou_weight=3.0)
 
 # -------------------------------------------------------------------------- measuring
 
-def measure_model(arch: str, images: torch.Tensor, targets: torch.Tensor, device: torch.device,
-                  amp: bool, repeats: int, warmup: int) -> dict[str, float]:
+def measure_model(arch: str, names: list[str], images: torch.Tensor, targets: torch.Tensor,
+                  device: torch.device, precision: str, channels_last: bool, repeats: int,
+                  warmup: int) -> dict[str, float]:
     torch.manual_seed(0)
-    model = create_model(arch, 1, training_head=True, names=["car"])
+    model = create_model(arch, len(names), training_head=True, names=names)
     model.initialize_for_training()
     model.to(device).train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    amp = precision != "fp32"
     hyp = Hyperparameters()
     img_size = images.shape[-1]
     loss_fn = YOLOv7Loss(model.head, hyp, img_size)
     optimizer = build_optimizer(model, hyp, hyp.weight_decay)
     ema = ModelEMA(model)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    x = images.to(device).float() / 255
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    x = (images.to(device).float() / 255).contiguous(memory_format=memory_format)
     t = targets.to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
 
     def forward():
-        with torch.autocast(device_type=device.type, enabled=amp):
+        with torch.autocast(device_type=device.type, dtype=DTYPES[precision], enabled=amp):
             return model(x)
 
     def step():
@@ -185,43 +196,54 @@ def measure_model(arch: str, images: torch.Tensor, targets: torch.Tensor, device
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["yolov7-tiny"])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--img-size", type=int, default=640)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--data", type=Path, default=REPO / "assets" / "configs" / "traffic.yaml")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--img-size", type=int, default=320)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-cuda", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    images, targets, data_s = augmented_batch(args.batch_size, args.img_size)
-    print(f"augmented batch of {args.batch_size} at {args.img_size}: {len(targets)} targets, "
-          f"built in {data_s:.3f} s (median, main process) = {args.batch_size / data_s:.1f} images/s")
+    images, targets, names, data_s = augmented_batch(args.data, args.batch_size, args.img_size)
+    print(f"augmented batch of {args.batch_size} at {args.img_size} ({args.data.name}, {len(names)} "
+          f"classes): {len(targets)} targets, built in {data_s:.3f} s (median, main process) = "
+          f"{args.batch_size / data_s:.1f} images/s")
     runs = []
-    configs = [("cpu", n, False) for n in args.threads]
+    cpu_rows = [("fp32", False), ("fp32", True)] + ([("bf16", True)] if cpu_has_native_bf16() else [])
+    configs = [("cpu", n, precision, cl) for n in args.threads for precision, cl in cpu_rows]
     if torch.cuda.is_available() and not args.no_cuda:
-        configs += [("cuda", None, False), ("cuda", None, True)]
+        configs += [("cuda", None, "fp32", False), ("cuda", None, "fp16", True)]
     for arch in args.models:
-        for device_name, threads, amp in configs:
+        for device_name, threads, precision, channels_last in configs:
             if threads is not None:
                 torch.set_num_threads(threads)
-            result = measure_model(arch, images, targets, torch.device(device_name), amp,
-                                   args.repeats, args.warmup)
-            runs.append({"model": arch, "device": device_name, "threads": threads, "amp": amp, **result})
+            result = measure_model(arch, names, images, targets, torch.device(device_name), precision,
+                                   channels_last, args.repeats, args.warmup)
+            runs.append({"model": arch, "device": device_name, "threads": threads,
+                         "precision": precision, "channels_last": channels_last, **result})
+    for r in runs:
+        base = next(b for b in runs if b["model"] == r["model"] and b["device"] == r["device"]
+                    and b["threads"] == r["threads"] and b["precision"] == "fp32" and not b["channels_last"])
+        r["speedup_vs_fp32"] = base["step_s"] / r["step_s"]
 
-    header = (f"{'model':<13}{'device':<8}{'thr':>4}{'amp':>5}{'img/s':>8}{'step s':>8}{'fwd s':>7}"
-              f"{'loss s':>8}{'bwd+opt s':>10}{'assign ms':>11}{'loop ms':>9}{'x':>6}")
+    header = (f"{'model':<13}{'device':<7}{'thr':>4}{'prec':>6}{'NHWC':>6}{'img/s':>8}{'step s':>8}"
+              f"{'vs fp32':>8}{'fwd s':>7}{'loss s':>8}{'bwd+opt s':>10}{'assign ms':>11}{'loop ms':>9}{'x':>6}")
     print(header)
     for r in runs:
-        print(f"{r['model']:<13}{r['device']:<8}{r['threads'] or '-':>4}{str(r['amp'])[0]:>5}"
-              f"{r['images_per_s']:>8.2f}{r['step_s']:>8.2f}{r['forward_s']:>7.2f}{r['loss_s']:>8.3f}"
+        print(f"{r['model']:<13}{r['device']:<7}{r['threads'] or '-':>4}{r['precision']:>6}"
+              f"{'yes' if r['channels_last'] else 'no':>6}{r['images_per_s']:>8.2f}{r['step_s']:>8.2f}"
+              f"{r['speedup_vs_fp32']:>7.2f}x{r['forward_s']:>7.2f}{r['loss_s']:>8.3f}"
               f"{r['backward_optimizer_ema_s']:>10.2f}{r['assign_batched_ms']:>11.1f}"
               f"{r['assign_loop_baseline_ms']:>9.1f}{r['assign_speedup']:>6.1f}")
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(json.dumps({
         "batch_size": args.batch_size, "img_size": args.img_size, "targets": len(targets),
-        "data_batch_s": data_s, "repeats": args.repeats, "statistic": "median",
+        "data": str(args.data.relative_to(REPO) if args.data.is_relative_to(REPO) else args.data),
+        "classes": len(names), "data_batch_s": data_s, "repeats": args.repeats, "statistic": "median",
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_native_bf16": cpu_has_native_bf16(),
                     "torch": torch.__version__, "numpy": np.__version__,
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "runs": runs}, indent=2))

@@ -3,9 +3,12 @@
 Public API::
 
     from detector import AVAILABLE_MODELS, create_model, load_model, save_model, Detector
+
+    detector = Detector.from_weights(DEFAULT_MODEL)   # the bundled yolov7-tiny-traffic, offline
 """
 
 from .architectures import AVAILABLE_MODELS
+from .bundled import BUNDLED_MODELS, DEFAULT_MODEL
 from .checkpoint import load_model, save_model
 from .errors import (
     CheckpointError,
@@ -21,6 +24,8 @@ from .preprocess import InvalidImageError
 
 __all__ = [
     "AVAILABLE_MODELS",
+    "BUNDLED_MODELS",
+    "DEFAULT_MODEL",
     "CheckpointError",
     "Detector",
     "DetectorConfig",

@@ -6,6 +6,8 @@
   unpickler of :mod:`detector.official_pickle` (nothing in the file is executed);
 * our own format, a ``.safetensors`` file with JSON metadata (:mod:`detector.weights_format`),
   written by :func:`save_model`;
+* a bundled model name (``"yolov7-tiny-traffic"``, the default; :mod:`detector.bundled`),
+  resolved with no network;
 * a registry name (``"yolov7-tiny"``, ...; :mod:`detector.hub`), downloaded once into the user
   cache with a sha256 check.
 
@@ -41,8 +43,9 @@ def load_model(source: str | Path, *, device: str | torch.device = "cpu", fuse: 
     """Load a YOLOv7 model from a file or a registry name.
 
     Args:
-        source: path to an official ``.pt`` checkpoint or to our ``.safetensors`` file, or a
-            registry name (see :func:`detector.hub.available_weights`).
+        source: path to an official ``.pt`` checkpoint or to our ``.safetensors`` file, a
+            bundled model name (``"yolov7-tiny-traffic"``, :mod:`detector.bundled`; no
+            network) or a registry name (see :func:`detector.hub.available_weights`).
         device: ``"cpu"``, ``"cuda:N"``, ``"auto"`` or a :class:`torch.device`.
         fuse: return the inference form: a training-form checkpoint is folded to the deploy
             form and BatchNorm/RepConv are fused. With ``fuse=False`` the model is returned as
@@ -121,16 +124,22 @@ def _resolve_source(source: str | Path, *, download: bool) -> Path:
     path = Path(source).expanduser()
     if path.is_file():
         return path
+    from .bundled import BUNDLED_MODELS, bundled_model_path
     from .hub import REGISTRY, resolve_weights
 
     name = str(source)
+    if name in BUNDLED_MODELS:
+        try:
+            return bundled_model_path(name)
+        except FileNotFoundError as exc:
+            raise CheckpointError(str(exc)) from None
     if name in REGISTRY:
         return resolve_weights(name, download=download)
     if path.exists():
         raise CheckpointError(f"{path} is not a file; pass a .pt or .safetensors weights file")
     raise CheckpointError(
-        f"weights not found: {source!r} is neither an existing file nor a registry name "
-        f"(known: {', '.join(REGISTRY.names())}); check the path")
+        f"weights not found: {source!r} is neither an existing file nor a model name (bundled: "
+        f"{', '.join(BUNDLED_MODELS)}; downloadable: {', '.join(REGISTRY.names())}); check the path")
 
 
 # ----------------------------------------------------------------------------- our format

@@ -230,7 +230,8 @@ def test_training_items_have_valid_targets(mosaic):
     source = _SceneSource([_scene(i) for i in range(5)])
     dataset = TrainingDataset(source, 64, Hyperparameters(), seed=0)
     dataset.set_epoch(0, mosaic=mosaic)
-    images, targets, indices = collate([dataset[i] for i in range(len(dataset))])
+    images, targets, indices, unlabelled = collate([dataset[i] for i in range(len(dataset))])
+    assert unlabelled.shape == (5, source.num_classes) and not unlabelled.any()
     assert images.shape == (5, 3, 64, 64) and images.dtype.is_floating_point is False
     assert targets.shape[1] == 6 and indices.tolist() == [0, 1, 2, 3, 4]
     cx, cy, w, h = targets[:, 2], targets[:, 3], targets[:, 4], targets[:, 5]

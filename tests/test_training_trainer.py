@@ -74,7 +74,7 @@ def test_one_batch_overfit_loss_falls_and_map_rises(few_classes):
     model.img_size = IMG_SIZE
     model.initialize_for_training()
     hyp = Hyperparameters(lr0=0.02)
-    images, targets, _ = collate([item for item in TrainingDataset(few_classes, IMG_SIZE, hyp, augment=False)])
+    images, targets, *_ = collate([item for item in TrainingDataset(few_classes, IMG_SIZE, hyp, augment=False)])
     x = images.float() / 255
     _recalibrate_batchnorm(model, x)
     before = evaluate(model, few_classes, img_size=IMG_SIZE, batch_size=4)

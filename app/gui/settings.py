@@ -6,7 +6,7 @@ in an INI file next to this one (see :func:`window_state_path`).
 
 File layout (``$XDG_CONFIG_HOME/yolov7-track/settings.json`` on Linux)::
 
-    {"version": 1, "settings": {"weights": "yolov7-tiny", "conf_thres": 0.25, ...,
+    {"version": 1, "settings": {"weights": "yolov7-tiny-traffic", "conf_thres": 0.25, ...,
                                 "tracker": {"kind": "bytetrack", "track_thresh": 0.5, ...}}}
 
 Keys missing from the file take their defaults (a file written by an older release of the same
@@ -94,7 +94,8 @@ class GuiSettings:
     """Everything the GUI remembers between sessions (except window geometry).
 
     Attributes:
-        weights: detector weights: a registry name (``"yolov7-tiny"``) or a ``.pt`` /
+        weights: detector weights: a bundled model (``"yolov7-tiny-traffic"``, the default,
+            offline), a registry name (``"yolov7-tiny"``, downloaded once) or a ``.pt`` /
             ``.safetensors`` path.
         img_size: detector input size in pixels (multiple of 32), or ``None`` for the model's.
         conf_thres: detection confidence threshold, in [0, 1].
@@ -111,7 +112,7 @@ class GuiSettings:
         zone_file: the zone file last loaded or saved (opened at start-up), or empty.
     """
 
-    weights: str = "yolov7-tiny"
+    weights: str = "yolov7-tiny-traffic"
     img_size: int | None = None
     conf_thres: float = 0.25
     iou_thres: float = 0.45

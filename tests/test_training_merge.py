@@ -1,0 +1,220 @@
+"""Merged data sources (training/merge.py): class maps, drops, declared labels, errors that
+name the source and class; the partial-label rule in the loss and in the evaluation; the
+shipped traffic data description on the real shared data."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detector import create_model
+from shared_data import shared_data_config
+from training.config import Hyperparameters
+from training.datasets import load_data_config
+from training.errors import DatasetError
+from training.evaluate import coco_ground_truth, coco_map
+from training.loader import TrainingDataset, collate
+from training.loss import YOLOv7Loss
+
+TARGETS = ["person", "car", "truck"]
+
+
+def _yolo_set(root: Path, split: str, rows_per_image: list[list[str]]) -> None:
+    (root / split / "images").mkdir(parents=True)
+    (root / split / "labels").mkdir(parents=True)
+    for i, rows in enumerate(rows_per_image):
+        cv2.imwrite(str(root / split / "images" / f"im{i}.jpg"), np.full((40, 80, 3), 90 + i, np.uint8))
+        (root / split / "labels" / f"im{i}.txt").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture()
+def two_sources(tmp_path):
+    # "highway": classes [Car, Lorry, Sign]; labels cars and trucks, not persons; Sign dropped
+    _yolo_set(tmp_path / "highway", "train", [["0 0.5 0.5 0.2 0.2", "1 0.2 0.3 0.1 0.2", "2 0.8 0.8 0.1 0.1"]])
+    _yolo_set(tmp_path / "highway", "valid", [["0 0.4 0.4 0.2 0.2"]])
+    # "street": classes [pedestrian, auto, dog] with `others: drop`; labels everything
+    _yolo_set(tmp_path / "street", "train", [["0 0.5 0.5 0.1 0.4", "1 0.3 0.5 0.2 0.2", "2 0.7 0.7 0.1 0.1"],
+                                             ["1 0.5 0.5 0.3 0.3"]])
+    return tmp_path
+
+
+def _write_yaml(root: Path, highway_extra: str = "", street_extra: str = "") -> Path:
+    text = textwrap.dedent(f"""\
+        format: merge
+        names: [person, car, truck]
+        sources:
+          highway:
+            path: highway
+            names: [Car, Lorry, Sign]
+            train: train/images
+            val: valid/images
+            classes: {{Car: car, Lorry: truck, Sign: null}}
+            {highway_extra or 'labels: [car, truck]'}
+          street:
+            path: street
+            names: [pedestrian, auto, dog]
+            train: train/images
+            classes: {{pedestrian: person, auto: car}}
+            {street_extra or 'others: drop'}
+        """)
+    path = root / "data.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_merge_maps_renames_and_drops_classes(two_sources):
+    data = load_data_config(_write_yaml(two_sources))
+    assert data.names == TARGETS and len(data.train) == 3 and len(data.val) == 1
+    assert data.train.part_ranges() == [("highway", 0, 1), ("street", 1, 3)]
+    highway = data.train.annotations(0)
+    assert sorted(highway.class_ids.tolist()) == [1, 2]              # Car -> car, Lorry -> truck, Sign dropped
+    street = data.train.annotations(1)
+    assert sorted(street.class_ids.tolist()) == [0, 1]               # pedestrian, auto; dog dropped
+    np.testing.assert_allclose(street.boxes_xyxy[street.class_ids == 0][0], [36, 12, 44, 28], atol=1e-4)
+    assert data.train.image_id(1) == "street/im0.jpg"
+    assert data.description["sources"]["highway"]["labels"] == ["car", "truck"]
+    assert data.description["sources"]["street"]["classes"] == {"pedestrian": "person", "auto": "car"}
+
+
+def test_unlabelled_classes_follow_each_source_declaration(two_sources):
+    data = load_data_config(_write_yaml(two_sources))
+    assert data.train.unlabelled_classes(0) == frozenset({0})       # the highway set labels no person
+    assert data.train.unlabelled_classes(1) == frozenset({2})       # default: the mapped targets
+    assert data.val.unlabelled_classes(0) == frozenset({0})
+
+
+def test_mosaic_items_carry_the_union_of_unlabelled_classes(two_sources):
+    data = load_data_config(_write_yaml(two_sources))
+    dataset = TrainingDataset(data.train, 64, Hyperparameters(mosaic=1.0, mixup=0.0), seed=0)
+    dataset.set_epoch(0, mosaic=False)
+    plain = collate([dataset[i] for i in range(3)])[3]
+    assert plain.tolist() == [[True, False, False], [False, False, True], [False, False, True]]
+    assert dataset.unlabelled_mask([1, 2, 0]).tolist() == [True, False, True]
+    assert dataset.unlabelled_mask([1, 2]).tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize(("highway_extra", "message"), [
+    ("labels: [car]", r"highway.*map boxes onto \['truck'\].*'labels'"),
+    ("labels: [car, truck, bus]", r"highway.*labels \['bus'\] are not target classes"),
+    ("others: keep", r"highway.*'others' may only be 'drop'"),
+])
+def test_malformed_labels_declarations_are_named(two_sources, highway_extra, message):
+    with pytest.raises(DatasetError, match=message):
+        load_data_config(_write_yaml(two_sources, highway_extra=highway_extra))
+
+
+@pytest.mark.parametrize(("classes", "message"), [
+    ("{Car: car, Lorry: truck}", r"source 'highway'.*\['Sign'\] have no entry in 'classes'"),
+    ("{Car: car, Lorry: lorry, Sign: null}", r"source 'highway'.*'Lorry' maps to 'lorry', which is not a target"),
+    ("{Car: car, Lorry: truck, Sign: null, Bus: bus}", r"source 'highway'.*\['Bus'\] are not classes of this source"),
+    ("[car, truck]", r"source 'highway'.*'classes' must map each source class"),
+])
+def test_malformed_class_maps_are_named(two_sources, classes, message):
+    path = _write_yaml(two_sources)
+    path.write_text(path.read_text().replace("{Car: car, Lorry: truck, Sign: null}", classes))
+    with pytest.raises(DatasetError, match=message):
+        load_data_config(path)
+
+
+def test_a_merge_needs_sources_and_both_splits(tmp_path, two_sources):
+    path = _write_yaml(two_sources)
+    text = path.read_text()
+    path.write_text(text.replace("    val: valid/images\n", ""))
+    with pytest.raises(DatasetError, match="no source gives a val split"):
+        load_data_config(path)
+    path.write_text("format: merge\nnames: [car]\nsources: []\n")
+    with pytest.raises(DatasetError, match="'sources' must map source names"):
+        load_data_config(path)
+
+
+# ------------------------------------------------------------------------ loss and evaluation
+
+def _confident_person_maps(model, size: int) -> list[torch.Tensor]:
+    """Raw maps where one cell predicts a person with score ~0.9 and all else is quiet."""
+    maps = []
+    for level, stride in enumerate(model.head.stride.tolist()):
+        n = size // int(stride)
+        m = torch.full((1, model.head.na, n, n, 5 + len(TARGETS)), -8.0)
+        if level == 1:
+            m[0, 0, 1, 1, 4] = 4.0          # objectness
+            m[0, 0, 1, 1, 5 + 0] = 4.0      # person
+        maps.append(m)
+    return maps
+
+
+def test_partial_label_rule_skips_confident_unlabelled_predictions_only():
+    size = 64
+    model = create_model("yolov7-tiny", len(TARGETS), training_head=True)
+    maps = _confident_person_maps(model, size)
+    no_targets = torch.zeros((0, 6))
+    person_unlabelled = torch.tensor([[True, False, False]])
+    car_unlabelled = torch.tensor([[False, True, False]])
+    ignoring = YOLOv7Loss(model.head, Hyperparameters(), size)
+    naive = YOLOv7Loss(model.head, Hyperparameters(unlabelled_ignore=False), size)
+    base = naive(maps, no_targets, person_unlabelled)
+    skipped = ignoring(maps, no_targets, person_unlabelled)
+    assert ignoring.ignored_cells == 1 and naive.ignored_cells == 0
+    assert skipped.obj < 0.5 * base.obj                        # the person cell was the loss
+    other = ignoring(maps, no_targets, car_unlabelled)         # persons are labelled: background
+    assert other.obj == pytest.approx(base.obj) and ignoring.ignored_cells == 1
+    assert ignoring(maps, no_targets).obj == pytest.approx(base.obj)
+
+
+class _OneImage:
+    """A minimal source for coco_ground_truth: one 100x100 image with one car."""
+
+    names = TARGETS
+
+    def __init__(self, unlabelled):
+        self._unlabelled = frozenset(unlabelled)
+
+    def __len__(self):
+        return 1
+
+    def image_shape(self, index):
+        return (100, 100)
+
+    def image_id(self, index):
+        return "one.jpg"
+
+    def annotations(self, index):
+        from training.datasets import Annotations
+
+        return Annotations(np.array([[1, 10, 10, 40, 40]], np.float32))
+
+    def unlabelled_classes(self, index):
+        return self._unlabelled
+
+
+def test_evaluation_does_not_score_classes_a_source_leaves_unlabelled():
+    results = [{"image_id": 1, "category_id": 2, "bbox": [10, 10, 30, 30], "score": 0.5},
+               {"image_id": 1, "category_id": 1, "bbox": [60, 60, 20, 30], "score": 0.9}]  # a "person"
+    _, _, per_class = coco_map(coco_ground_truth(_OneImage({0})), results, TARGETS)
+    assert per_class[1].ap50 == pytest.approx(1.0)
+    assert per_class[0].ap50 is None                               # nothing to score for person
+    gt_labelled = coco_ground_truth(_OneImage(()))
+    assert not [a for a in gt_labelled["annotations"] if a["iscrowd"]]
+
+
+# ------------------------------------------------------------------- the shipped description
+
+def test_traffic_description_on_the_shared_data():
+    data = load_data_config(shared_data_config("traffic.yaml"))
+    assert data.names == ["person", "bicycle", "car", "motorcycle", "bus", "truck"]
+    ranges = {name: end - start for name, start, end in data.train.part_ranges()}
+    assert ranges == {"atl_highway_v12": 234, "manaus_traffic_v4": 238, "manaus_traffic_v5": 21,
+                      "farzad_topview_vehicle": 362, "coco128": 128}
+    assert "quantum_cctv101" not in data.description["sources"]     # no licence: never trained on
+    val_ranges = {name: end - start for name, start, end in data.val.part_ranges()}
+    assert val_ranges == {"atl_highway_v12": 31, "manaus_traffic_v4": 56, "manaus_traffic_v5": 5,
+                          "farzad_topview_vehicle": 90}
+    atl = data.description["sources"]["atl_highway_v12"]
+    assert "person" not in atl["labels"] and atl["classes"]["bike"] == "motorcycle"
+    first_atl, first_coco = 0, sum(v for k, v in ranges.items() if k != "coco128")
+    assert data.train.unlabelled_classes(first_atl) == {0, 1}        # persons, bicycles
+    assert data.train.unlabelled_classes(first_coco) == frozenset()
