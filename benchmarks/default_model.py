@@ -144,6 +144,21 @@ def sample_clip_counts(weights: str) -> dict[str, Any]:
         return json.loads(report.read_text())
 
 
+def record_held_out(path: Path, detection: dict[str, Any]) -> None:
+    """Rewrite ``path`` (fp16, lossless) with ``metrics.held_out`` = the held-out results."""
+    from detector import save_model
+    from detector.weights_format import read_weights_metadata
+
+    meta = read_weights_metadata(path)
+    model = load_model(path, fuse=False)
+    metrics = {**meta.get("metrics", {}), "held_out": {
+        "data": [f"assets/configs/{name}" for name in HELD_OUT],
+        "evaluation": "pycocotools bbox, conf 0.001, NMS IoU 0.65, img_size of the model",
+        "results": detection}}
+    save_model(model, path, half=True, provenance=meta.get("provenance"), metrics=metrics)
+    print(f"recorded held-out results in {path}")
+
+
 def _fmt(value: float | None) -> str:
     return "    -" if value is None else f"{value:.3f}"
 
@@ -166,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-tracking", action="store_true")
     parser.add_argument("--skip-counting", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    parser.add_argument("--record-into", type=Path, metavar="MODEL.safetensors",
+                        help="also store the first model's held-out results in this model file's "
+                        "metadata (metrics.held_out), e.g. the bundled model before it ships")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -184,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_counting and traffic_classes:
             entry["sample_clip"] = sample_clip_counts(weights)
         report["models"][weights] = entry
+    if args.record_into is not None:
+        record_held_out(args.record_into, report["models"][args.weights[0]]["detection"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print(f"wrote {args.out}")
