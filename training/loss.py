@@ -76,7 +76,9 @@ class YOLOv7Loss:
 
     Call: ``loss(raw_maps, targets)`` with the model's train-mode outputs (``nl`` lead maps,
     then ``nl`` auxiliary maps for IAuxDetect; lead maps only is accepted too, e.g. for
-    validation) and ``targets (N, 6)`` ``image, class, cx, cy, w, h`` in input pixels.
+    validation), ``targets (N, 6)`` ``image, class, cx, cy, w, h`` in input pixels and, for
+    merged sources, ``unlabelled (B, nc)`` bool: the classes each image's source does not label
+    (see :meth:`_objectness_weight`). Maps may be bf16/fp16 (autocast); the loss is fp32.
     """
 
     def __init__(self, head: Detect, hyp: Hyperparameters, img_size: int) -> None:
@@ -161,12 +163,13 @@ class YOLOv7Loss:
         objects: neither positive nor background), 1 elsewhere; ``None`` when nothing is
         ignored. The mean over the map is unchanged in form (ignored cells count as zeros).
 
-        Source: the partial-annotation treatment of multi-dataset detection, where a class
-        outside a dataset's label space is not background for that dataset's images (Zhao et
-        al., "Object Detection with a Unified Label Space from Multiple Datasets", ECCV 2020,
-        sec. 3-4; Zhou et al., "Simple Multi-dataset Detection", CVPR 2022, sec. 3), applied to
-        YOLO's objectness as YOLOv3's ignore rule does (Redmon & Farhadi 2018, sec. 2.1:
-        confident unassigned predictions incur no objectness loss).
+        Source: Zhao et al., "Object Detection with a Unified Label Space from Multiple
+        Datasets" (ECCV 2020), sec. 1 and 3: in a naive merge, a class one dataset annotates and
+        another does not is foreground in the first and background in the second; they pair the
+        partial annotations with pseudo labels for the missing classes. Here the pseudo labels
+        are the model's own confident predictions of the missing classes, used in the
+        conservative form, as *ignore* (neither positive nor negative), which is YOLOv3's rule
+        for confident unassigned predictions (Redmon & Farhadi 2018, sec. 2.1).
         """
         if self._unlabelled is None:
             return None
