@@ -159,7 +159,7 @@ def test_offline_registry_name_tells_to_pass_weights(tmp_path: Path, capsys, mon
     monkeypatch.setenv("YOLOV7_TRACK_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("YOLOV7_TRACK_WEIGHTS_URL", "http://127.0.0.1:9")
     video = str(shared_path("data", "videos", CLIPS[0]))
-    assert main([video]) == 1  # default --weights yolov7-tiny, not cached, no network
+    assert main([video, "--weights", "yolov7-tiny"]) == 1  # official name, not cached, no network
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "--weights" in lines[0]
 

@@ -42,7 +42,8 @@ class SettingsDialog(QDialog):
 
         # Detector
         self.weights = QLineEdit(settings.weights)
-        self.weights.setToolTip("a registry name (yolov7-tiny, yolov7, ...) or a .pt / .safetensors file")
+        self.weights.setToolTip("a bundled model (yolov7-tiny-traffic, the default; offline), an official name "
+                                "(yolov7-tiny, yolov7, ...; downloaded once) or a .pt / .safetensors file")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_weights)
         weights_row = QHBoxLayout()
