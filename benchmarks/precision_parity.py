@@ -1,0 +1,96 @@
+"""bf16 training learns as well as fp32: the cars recipe trained twice, once per precision.
+
+Issue 10. Both runs use the bundled cars recipe (``assets/configs/kaggle_cars.yaml``, the
+article's split; ``hyp.tiny-short.yaml``; yolov7-tiny from scratch; 320 px; batch 16; seed 0)
+for ``--epochs`` epochs, one with ``--precision fp32`` and one with ``--precision bf16``
+(autocast with channels_last, loss in fp32), side by side with ``--threads`` torch threads each.
+Reported: the final validation mAP@0.5 and mAP@0.5:0.95 of each (pycocotools, the EMA model in
+fp32), their difference, and the wall time of each run. The issue's bar: the same mAP@0.5
+within 0.02.
+
+Usage::
+
+    python benchmarks/precision_parity.py [--epochs 30] [--threads 1] [--runs-dir DIR]
+
+Run directories go outside the repository (default ``~/.cache/yolov7-track/parity-runs``);
+prints a table and writes ``benchmarks/results/precision_parity.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from shared_data import shared_data_config  # noqa: E402
+
+RESULTS_PATH = REPO / "benchmarks" / "results" / "precision_parity.json"
+PRECISIONS = ("fp32", "bf16")
+PARITY_TOLERANCE = 0.02
+
+
+def command(precision: str, epochs: int, threads: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "app.cli", "train", "--data", str(shared_data_config("kaggle_cars.yaml")),
+            "--model", "yolov7-tiny", "--weights", "none", "--epochs", str(epochs), "--img-size", "320",
+            "--batch-size", "16", "--hyp", str(REPO / "assets" / "configs" / "hyp.tiny-short.yaml"),
+            "--device", "cpu", "--threads", str(threads), "--workers", "0", "--cache-images",
+            "--val-period", str(epochs), "--close-mosaic", str(max(epochs // 8, 1)), "--seed", "0",
+            "--precision", precision, "--no-progress", "--exist-ok", "--out", str(out)]
+
+
+def final_row(run_dir: Path) -> dict[str, str]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))[-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs-dir", type=Path, default=Path.home() / ".cache" / "yolov7-track" / "parity-runs")
+    args = parser.parse_args(argv)
+
+    started, processes = {}, {}
+    for precision in PRECISIONS:
+        out = args.runs_dir / f"cars-{precision}"
+        out.mkdir(parents=True, exist_ok=True)
+        log = open(out / "train.log", "w")
+        started[precision] = time.perf_counter()
+        processes[precision] = (subprocess.Popen(command(precision, args.epochs, args.threads, out),
+                                                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log, out)
+    runs = {}
+    for precision, (process, log, out) in processes.items():
+        status = process.wait()
+        log.close()
+        if status != 0:
+            raise SystemExit(f"the {precision} run failed (status {status}); see {out / 'train.log'}")
+        row = final_row(out)
+        runs[precision] = {"map50": float(row["map50"]), "map50_95": float(row["map50_95"]),
+                           "wall_s": time.perf_counter() - started[precision],
+                           "train_images_per_s_last_epoch": float(row["train_images_per_s"]),
+                           "run_dir": str(out)}
+    difference = runs["bf16"]["map50"] - runs["fp32"]["map50"]
+    print(f"cars recipe, {args.epochs} epochs, 320 px, batch 16, {args.threads} thread(s) per run, side by side")
+    print(f"{'precision':<10}{'mAP@0.5':>9}{'mAP@.5:.95':>12}{'img/s':>8}{'wall min':>10}")
+    for precision, r in runs.items():
+        print(f"{precision:<10}{r['map50']:>9.4f}{r['map50_95']:>12.4f}"
+              f"{r['train_images_per_s_last_epoch']:>8.2f}{r['wall_s'] / 60:>10.1f}")
+    verdict = "within" if abs(difference) <= PARITY_TOLERANCE else "NOT within"
+    print(f"bf16 - fp32 mAP@0.5 = {difference:+.4f} ({verdict} {PARITY_TOLERANCE})")
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps({"epochs": args.epochs, "threads_per_run": args.threads,
+                                        "runs": runs, "map50_difference": difference,
+                                        "tolerance": PARITY_TOLERANCE}, indent=2))
+    print(f"wrote {RESULTS_PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
