@@ -78,10 +78,23 @@ def held_out_detection(weights: str) -> dict[str, Any]:
         key = name.removesuffix(".yaml")
         if key == "traffic_heldout":
             out["all"] = _result_dict(evaluate(model, data.val, img_size=int(model.img_size)))
+            # the valid splits also chose the best epoch during training: the test splits alone
+            # are the strictly unseen part
+            test_only = Subset(data.val, _test_split_indices(data.val))
+            out["all_test_splits_only"] = _result_dict(evaluate(model, test_only, img_size=int(model.img_size)))
         for source, start, end in data.val.part_ranges():
             subset = Subset(data.val, range(start, end))
             out[source] = _result_dict(evaluate(model, subset, img_size=int(model.img_size)))
     return out
+
+
+def _test_split_indices(merged) -> list[int]:
+    """Indices of ``merged`` whose image lies in a ``test/images`` folder."""
+    indices = []
+    for part, (_, start, _) in zip(merged.parts, merged.part_ranges()):
+        paths = part.source.image_paths
+        indices += [start + i for i, path in enumerate(paths) if path.parent.parent.name == "test"]
+    return indices
 
 
 def _pets_ground_truth(directory: Path) -> Path:
@@ -138,7 +151,7 @@ def sample_clip_counts(weights: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         status = cli_main([str(SAMPLE_CLIP), "--weights", str(weights), "--line", SAMPLE_LINE,
-                           "--classes", *classes, "--report", str(report)])
+                           "--classes", *classes, "--report", str(report), "--no-progress"])
         if status != 0:
             raise SystemExit(f"the CLI failed on the sample clip with {weights} (status {status})")
         return json.loads(report.read_text())
