@@ -46,6 +46,7 @@ from .datasets import (
     DataConfig,
     DetectionSource,
     YoloSource,
+    _resolve,
     list_images,
     parse_names,
 )
@@ -265,8 +266,3 @@ def _source_splits(spec: dict[str, Any], root: Path, where: str, load_source_con
     splits = {"train": config.train, "val": config.val}
     return {s: splits[s] for s in (wanted or SPLITS)}
 
-
-def _resolve(root: Path, value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_resolve(root, v) for v in value]
-    return (root / str(value)).resolve()
