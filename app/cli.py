@@ -174,6 +174,9 @@ def _track_parser() -> argparse.ArgumentParser:
                         help="keep only these classes: names (person car) or ids (0 2)")
     parser.add_argument("--conf", type=_unit_float, default=0.25, help="detection confidence threshold (0.25)")
     parser.add_argument("--iou", type=_unit_float, default=0.45, help="NMS IoU threshold (0.45)")
+    parser.add_argument("--agnostic-nms", action="store_true",
+                        help="one NMS over all classes: a vehicle seen as both car and truck gives one "
+                        "box (one track, one count) instead of two")
     parser.add_argument("--img-size", type=_positive_int, default=None,
                         help="detector input size in pixels, a multiple of 32 (default: the model's, 640)")
     parser.add_argument("--tracker", choices=("bytetrack", "sort"), default="bytetrack", help="tracker (bytetrack)")
@@ -270,12 +273,13 @@ def _load_detector(args: argparse.Namespace) -> Any:
     from detector import Detector, DetectorConfig, load_model
     from detector.inference import resolve_device
 
-    config = DetectorConfig(img_size=args.img_size, conf_thres=args.conf, iou_thres=args.iou, device=args.device)
+    options = {"img_size": args.img_size, "conf_thres": args.conf, "iou_thres": args.iou,
+               "device": args.device, "agnostic_nms": args.agnostic_nms}
+    config = DetectorConfig(**options)
     model = load_model(args.weights, device=resolve_device(config.device), fuse=True)
     classes = resolve_classes(args.classes, [str(n) for n in model.names])
     if classes is not None:
-        config = DetectorConfig(img_size=args.img_size, conf_thres=args.conf, iou_thres=args.iou,
-                                device=args.device, classes=classes)
+        config = DetectorConfig(**options, classes=classes)
     return Detector(model, config)
 
 

@@ -151,7 +151,8 @@ def sample_clip_counts(weights: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         status = cli_main([str(SAMPLE_CLIP), "--weights", str(weights), "--line", SAMPLE_LINE,
-                           "--classes", *classes, "--report", str(report), "--no-progress"])
+                           "--classes", *classes, "--agnostic-nms", "--report", str(report),
+                           "--no-progress"])
         if status != 0:
             raise SystemExit(f"the CLI failed on the sample clip with {weights} (status {status})")
         return json.loads(report.read_text())
