@@ -91,8 +91,7 @@ class YOLOv7Loss:
         self.box_gain, self.cls_gain, self.obj_gain = hyp.loss_gains(self.nc, img_size, self.nl)
         self.has_aux = isinstance(head, IAuxDetect)
         self._unlabelled: torch.Tensor | None = None
-        self.ignored_cells = 0
-        """Objectness terms skipped by the partial-label rule since construction (monitoring)."""
+        self._ignored: torch.Tensor | int = 0  # a tensor sum: no device sync on the hot path
 
     def _assign(self, lead_maps: list[torch.Tensor], targets: torch.Tensor,
                 neighbour_offset: float) -> list[LevelMatches]:
@@ -157,6 +156,11 @@ class YOLOv7Loss:
         obj = F.binary_cross_entropy_with_logits(pi[..., COL_OBJ], target_obj, weight=weight)
         return box, obj, cls
 
+    @property
+    def ignored_cells(self) -> int:
+        """Objectness terms skipped by the partial-label rule since construction (monitoring)."""
+        return int(self._ignored)
+
     def _objectness_weight(self, pi: torch.Tensor, target_obj: torch.Tensor) -> torch.Tensor | None:
         """Partial labels: 0 at unassigned predictions that score an object of a class the image's
         source does not label above ``hyp.unlabelled_ignore_conf`` (those may be real, unlabelled
@@ -178,5 +182,5 @@ class YOLOv7Loss:
             mask = self._unlabelled[:, None, None, None, :]            # (B, 1, 1, 1, nc)
             unlabelled_score = torch.where(mask, scores, torch.zeros((), device=pi.device)).amax(-1)
             ignore = (unlabelled_score > self.hyp.unlabelled_ignore_conf) & (target_obj == 0)
-            self.ignored_cells += int(ignore.sum())
+            self._ignored = self._ignored + ignore.sum()
             return (~ignore).to(pi.dtype)
