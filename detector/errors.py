@@ -33,3 +33,8 @@ class WeightsMismatchError(CheckpointError):
 
 class DownloadError(DetectorError):
     """A registry download that failed (offline, HTTP error, cut-off transfer, sha256 mismatch)."""
+
+
+class UnknownArchitectureError(CheckpointError, UnknownModelError):
+    """A weights file naming an architecture this version does not know: a file that cannot be
+    loaded (:class:`CheckpointError`) because of an unknown name (:class:`UnknownModelError`)."""

@@ -6,6 +6,11 @@ bar. A download is streamed to a temporary file in the cache directory, its size
 checked, and only then is it renamed into place with ``os.replace`` (atomic on POSIX and
 Windows), so the cache never holds a partial or corrupt file under the final name.
 
+Time limits: ``timeout_s`` bounds connecting and each read; ``download_timeout_s`` bounds the
+whole transfer and ``min_rate_bytes_per_s`` its average rate over each :data:`RATE_WINDOW_S`
+window, so that a server trickling bytes cannot hold the program forever. Both are checked after
+each read, so a transfer ends at most ``timeout_s`` after its deadline.
+
 Checksums: the sha256 and size of ``yolov7-tiny.pt`` and ``yolov7.pt`` are known and enforced.
 For the other release files no checksum is recorded here; they are still downloaded, and a
 WARNING logs the sha256 computed from the download so that it can be compared with a trusted
@@ -29,16 +34,17 @@ import os
 import re
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from tqdm import tqdm
 
-from detector.errors import CheckpointError, DownloadError, UnknownModelError
+from detector.errors import CheckpointError, DetectorConfigError, DownloadError, UnknownModelError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,6 +52,15 @@ OFFICIAL_RELEASE_URL = "https://github.com/WongKinYiu/yolov7/releases/download/v
 CACHE_ENV_VAR = "YOLOV7_TRACK_CACHE"
 WEIGHTS_URL_ENV_VAR = "YOLOV7_TRACK_WEIGHTS_URL"
 DEFAULT_TIMEOUT_S = 30.0
+#: Whole-transfer deadline, seconds: generous, since the largest release files are hundreds of
+#: MB to over a GB (1.2 GB in an hour is 330 kB/s); the rate check below catches a stalled
+#: transfer much earlier.
+DEFAULT_DOWNLOAD_TIMEOUT_S = 3600.0
+#: Slowest average rate accepted over a :data:`RATE_WINDOW_S` window, bytes per second (10 kB/s:
+#: a 12 MB yolov7-tiny would take 20 minutes; anything slower is a stalled or hostile server).
+MIN_DOWNLOAD_RATE_BYTES_PER_S = 10_000.0
+#: Length of the window over which the rate is measured, seconds (absorbs short stalls).
+RATE_WINDOW_S = 60.0
 CHUNK_BYTES = 1 << 20
 OFFICIAL_LICENCE = (
     "GPL-3.0 (released with WongKinYiu/yolov7, release v0.1); trained on MS COCO 2017 "
@@ -201,6 +216,8 @@ def resolve_weights(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: bool = True,
     registry: WeightsRegistry | None = None,
+    download_timeout_s: float = DEFAULT_DOWNLOAD_TIMEOUT_S,
+    min_rate_bytes_per_s: float = MIN_DOWNLOAD_RATE_BYTES_PER_S,
 ) -> Path:
     """Path of the checkpoint registered as ``name``, downloading it into the cache if needed.
 
@@ -218,16 +235,25 @@ def resolve_weights(
         timeout_s: socket timeout for connecting and for each read, seconds.
         progress: show a tqdm progress bar (stderr) while downloading.
         registry: where ``name`` is looked up; default :data:`REGISTRY`.
+        download_timeout_s: deadline of the whole download, seconds (checked after each read).
+        min_rate_bytes_per_s: slowest average rate accepted over each :data:`RATE_WINDOW_S`
+            window; ``0`` disables the rate check.
 
     Raises:
         UnknownModelError: ``name`` is not registered.
         DownloadError: not cached and ``download=False``; offline/unreachable host, HTTP error,
-            timeout, cut-off transfer, size or sha256 mismatch. No partial file is left behind;
-            the message says how to pass a local file instead.
+            timeout, deadline passed, transfer too slow, cut-off transfer, size or sha256
+            mismatch. No partial file is left behind; the message says how to pass a local
+            file instead.
         CheckpointError: a corrupt cached file with ``download=False``.
+        DetectorConfigError: a non-positive ``timeout_s`` or ``download_timeout_s``, or a
+            negative ``min_rate_bytes_per_s`` (a ``ValueError``).
     """
-    if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    for option, value in (("timeout_s", timeout_s), ("download_timeout_s", download_timeout_s)):
+        if not value > 0:
+            raise DetectorConfigError(f"{option} must be positive, got {value}")
+    if not min_rate_bytes_per_s >= 0:
+        raise DetectorConfigError(f"min_rate_bytes_per_s must be >= 0, got {min_rate_bytes_per_s}")
     record = (registry or REGISTRY).get(name)
     directory = Path(cache_directory) if cache_directory is not None else cache_dir()
     target = directory / record.filename
@@ -247,7 +273,8 @@ def resolve_weights(
             f"{_local_file_hint(record, directory)}"
         )
     url = weights_url(record, base_url)
-    _download(url, target, record, timeout_s=timeout_s, progress=progress)
+    limits = _TransferLimits(timeout_s, download_timeout_s, min_rate_bytes_per_s)
+    _download(url, target, record, limits=limits, progress=progress)
     return target
 
 
@@ -313,7 +340,45 @@ def _local_file_hint(record: WeightsRecord, directory: Path) -> str:
     )
 
 
-def _download(url: str, target: Path, record: WeightsRecord, *, timeout_s: float, progress: bool) -> None:
+@dataclass(frozen=True)
+class _TransferLimits:
+    timeout_s: float
+    download_timeout_s: float
+    min_rate_bytes_per_s: float
+
+
+class _TransferWatch:
+    """Deadline and minimum rate of one transfer; :meth:`check` after each read raises
+    :class:`DownloadError` (naming the URL and the time) when either is broken."""
+
+    def __init__(self, url: str, limits: _TransferLimits, hint: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._url, self._limits, self._hint, self._clock = url, limits, hint, clock
+        self._started = self._window_started = clock()
+        self._window_bytes = 0
+
+    def check(self, received: int) -> None:
+        """``received``: bytes received so far."""
+        now = self._clock()
+        elapsed = now - self._started
+        if elapsed > self._limits.download_timeout_s:
+            raise DownloadError(
+                f"downloading {self._url} took longer than {self._limits.download_timeout_s:g} s "
+                f"(download_timeout_s; {received} bytes in {elapsed:.1f} s); {self._hint}"
+            )
+        window = now - self._window_started
+        if window >= RATE_WINDOW_S:
+            rate = (received - self._window_bytes) / window
+            if rate < self._limits.min_rate_bytes_per_s:
+                raise DownloadError(
+                    f"downloading {self._url} is too slow: {rate:.0f} bytes/s over the last {window:.1f} s, "
+                    f"below the minimum of {self._limits.min_rate_bytes_per_s:g} (min_rate_bytes_per_s; "
+                    f"{received} bytes in {elapsed:.1f} s); {self._hint}"
+                )
+            self._window_started, self._window_bytes = now, received
+
+
+def _download(url: str, target: Path, record: WeightsRecord, *, limits: _TransferLimits, progress: bool) -> None:
     """Stream ``url`` to a temporary file beside ``target``, verify, then ``os.replace``."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -323,7 +388,7 @@ def _download(url: str, target: Path, record: WeightsRecord, *, timeout_s: float
     temporary = Path(temporary_name)
     try:
         with os.fdopen(handle, "wb") as output:
-            sha256, size = _stream(url, output, record, target.parent, timeout_s=timeout_s, progress=progress)
+            sha256, size = _stream(url, output, record, target.parent, limits=limits, progress=progress)
             output.flush()
             os.fsync(output.fileno())
         _verify_download(url, record, sha256, size, target.parent)
@@ -337,15 +402,22 @@ def _download(url: str, target: Path, record: WeightsRecord, *, timeout_s: float
 
 
 def _stream(
-    url: str, output: BinaryIO, record: WeightsRecord, directory: Path, *, timeout_s: float, progress: bool
+    url: str, output: BinaryIO, record: WeightsRecord, directory: Path, *, limits: _TransferLimits,
+    progress: bool,
 ) -> tuple[str, int]:
-    """Copy the body of ``url`` into ``output``; returns (sha256, bytes written)."""
+    """Copy the body of ``url`` into ``output``; returns (sha256, bytes written).
+
+    ``read1`` returns whatever has arrived (``read(n)`` would wait for all ``n`` bytes, and a
+    trickling server could keep it waiting past any deadline)."""
     hint = _local_file_hint(record, directory)
     request = urllib.request.Request(url, headers={"User-Agent": "yolov7-track"})
     digest = hashlib.sha256()
     received = 0
+    timeout_s = limits.timeout_s
+    watch = _TransferWatch(url, limits, hint)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            watch.check(received)
             declared = _declared_length(response, url)
             if declared is not None and record.size_bytes is not None and declared != record.size_bytes:
                 raise DownloadError(
@@ -356,7 +428,8 @@ def _stream(
                 total=declared, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=record.filename, disable=not progress, leave=False,
             ) as bar:
-                while chunk := response.read(CHUNK_BYTES):
+                while chunk := response.read1(CHUNK_BYTES):
+                    watch.check(received + len(chunk))
                     digest.update(chunk)
                     output.write(chunk)
                     received += len(chunk)
@@ -424,7 +497,10 @@ def _verify_download(url: str, record: WeightsRecord, sha256: str, size: int, di
 
 __all__ = [
     "CACHE_ENV_VAR",
+    "DEFAULT_DOWNLOAD_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
+    "MIN_DOWNLOAD_RATE_BYTES_PER_S",
+    "RATE_WINDOW_S",
     "OFFICIAL_RELEASE_URL",
     "REGISTRY",
     "WEIGHTS_URL_ENV_VAR",

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from detector.errors import DetectorConfigError, DetectorError
+from detector.limits import MAX_IMG_SIZE_PX
 from detector.postprocess import MAX_DETECTIONS, non_max_suppression, scale_boxes
 from detector.preprocess import Letterbox, letterbox_batch, uint8_to_unit_float, validate_bgr_image
 
@@ -39,7 +40,9 @@ class DetectorConfig:
 
     Attributes:
         img_size: letterbox target in pixels (the longer side); ``None`` uses the model's default
-            (640 for P5 models, 1280 for P6). Must be a multiple of the model's largest stride.
+            (640 for P5 models, 1280 for P6). Must be a multiple of the model's largest stride
+            and at most :data:`~detector.limits.MAX_IMG_SIZE_PX` (4096: memory grows with its
+            square).
         conf_thres: confidence threshold (``objectness * class probability``), in [0, 1].
         iou_thres: NMS IoU threshold, in [0, 1].
         classes: class ids to keep (``None``: all).
@@ -73,6 +76,8 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if self.img_size is not None and (not _is_int(self.img_size) or self.img_size <= 0):
             raise DetectorConfigError(f"img_size must be a positive int or None, got {self.img_size!r}")
+        if self.img_size is not None and self.img_size > MAX_IMG_SIZE_PX:
+            raise DetectorConfigError(_img_size_too_large(self.img_size))
         for name in ("conf_thres", "iou_thres"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
@@ -98,6 +103,13 @@ class DetectorConfig:
         for name in ("agnostic_nms", "half", "auto_letterbox", "fuse"):
             if not isinstance(getattr(self, name), bool):
                 raise DetectorConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _img_size_too_large(img_size: int) -> str:
+    return (
+        f"img_size {img_size} is larger than {MAX_IMG_SIZE_PX} px (MAX_IMG_SIZE_PX), which would "
+        "exhaust memory; use a smaller img_size (640 or 1280 for the official models)"
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -187,6 +199,8 @@ class Detector:
             )
         self.stride = int(torch.as_tensor(_model_attribute(model, "stride")).max().item())
         self.img_size = int(self.config.img_size or _model_attribute(model, "img_size"))
+        if not 0 < self.img_size <= MAX_IMG_SIZE_PX:  # a model attribute set by hand
+            raise DetectorConfigError(_img_size_too_large(self.img_size))
         if self.img_size % self.stride:
             suggestion = -(-self.img_size // self.stride) * self.stride
             raise DetectorConfigError(

@@ -25,7 +25,14 @@ because it is a pickled module. This module instead unpickles with a **restricte
 * a few data constructors a checkpoint needs (``collections.OrderedDict``, ``set``, numpy
   arrays for ``best_fitness``, ``_codecs.encode`` for latin-1 bytes) are admitted as such.
 
-Two readers are built on it: :func:`read_official_checkpoint` (a pickled ``models.yolo.Model``,
+Sizes are checked before anything is allocated (:mod:`detector.limits`): every record must be
+stored uncompressed, as ``torch.save`` writes it (so a record cannot expand beyond the bytes of
+the file: a 3 MB zip that inflates to a 3 GiB storage is refused unread), its declared size must
+match what the pickle asks for and lie inside the file, the records read together may not exceed
+the file's size (overlapping records), and ``data.pkl`` and each storage have a size cap. A
+checkpoint re-packed with compression is refused with a hint to re-save it with ``torch.save``.
+
+Every error names the file. Two readers are built on it: :func:`read_official_checkpoint` (a pickled ``models.yolo.Model``,
 the release and official training format) and :func:`read_state_dict_pickle` (a checkpoint whose
 ``model`` is a plain state dict).
 """
@@ -46,6 +53,7 @@ import numpy as np
 import torch
 
 from detector.errors import CheckpointError, UnsafeCheckpointError
+from detector.limits import MAX_PICKLE_BYTES, MAX_PICKLED_ARRAY_ELEMENTS, MAX_STORAGE_BYTES
 
 LOGGER = logging.getLogger(__name__)
 
@@ -278,9 +286,17 @@ def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
 
 
 def _numpy_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    """``numpy.core.multiarray._reconstruct`` for plain ``ndarray`` only (e.g. ``best_fitness``)."""
+    """``numpy.core.multiarray._reconstruct`` for plain ``ndarray`` only (e.g. ``best_fitness``),
+    of at most :data:`~detector.limits.MAX_PICKLED_ARRAY_ELEMENTS` elements."""
     if subtype is not np.ndarray:
         raise CheckpointError(f"numpy array rebuild of {subtype!r} refused; only numpy.ndarray is allowed")
+    if not (_is_int_tuple(shape) and all(n >= 0 for n in shape)):
+        raise CheckpointError(f"numpy array rebuild with shape {shape!r:.100} refused; expected a tuple of sizes")
+    if math.prod(shape) > MAX_PICKLED_ARRAY_ELEMENTS:
+        raise CheckpointError(
+            f"numpy array rebuild of shape {shape} refused: more than {MAX_PICKLED_ARRAY_ELEMENTS} elements, "
+            "which no YOLOv7 checkpoint holds"
+        )
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
@@ -362,45 +378,89 @@ class _TorchZipArchive:
                 f"found {len(pickles)})"
             )
         self.prefix = pickles[0][: -len("data.pkl")]
+        self.file_bytes = path.stat().st_size
+        self.bytes_read = 0  # records read so far, bounded by the file size (overlapping records)
         self.big_endian = False
         byteorder_name = self.prefix + "byteorder"
         if byteorder_name in names:
-            byteorder = self._read(byteorder_name).decode("ascii", "replace").strip()
+            byteorder = self._read(byteorder_name, limit_bytes=16).decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
                 raise CheckpointError(f"{path}: unknown byteorder record {byteorder!r}")
             self.big_endian = byteorder == "big"
 
-    def _read(self, name: str) -> bytes:
+    def _checked_info(self, name: str, limit_bytes: int) -> zipfile.ZipInfo:
+        """The record's zip entry, after checking -- without reading it -- that its bytes are
+        stored as they are (``torch.save`` never compresses), lie inside the file, stay under
+        ``limit_bytes`` and, with the records read before, do not exceed the file's size."""
         try:
-            return self.zip.read(name)
+            info = self.zip.getinfo(name)
         except KeyError as exc:
             raise CheckpointError(f"{self.path} lacks the record {name!r}; the file is truncated or corrupt") from exc
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"{self.path}: record {name!r} is compressed ({info.file_size} bytes packed into "
+                f"{info.compress_size}), which torch.save never writes; refusing to expand it. If the "
+                "file was re-packed by another tool, re-save it with torch.save in an environment you trust"
+            )
+        if info.compress_size != info.file_size:
+            raise CheckpointError(
+                f"{self.path}: record {name!r} declares {info.file_size} bytes but stores "
+                f"{info.compress_size}; the file is corrupt"
+            )
+        if info.file_size > limit_bytes:
+            raise CheckpointError(
+                f"{self.path}: record {name!r} has {info.file_size} bytes, more than the {limit_bytes} "
+                "a YOLOv7 checkpoint needs; refusing the file"
+            )
+        if info.header_offset + info.file_size > self.file_bytes or (
+            self.bytes_read + info.file_size > self.file_bytes
+        ):
+            raise CheckpointError(
+                f"{self.path}: record {name!r} ({info.file_size} bytes) reaches beyond the "
+                f"{self.file_bytes} bytes of the file or overlaps other records; the file is corrupt or hostile"
+            )
+        return info
+
+    def _read(self, name: str, limit_bytes: int) -> bytes:
+        info = self._checked_info(name, limit_bytes)
+        try:
+            data = self.zip.read(info)
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
             raise CheckpointError(
                 f"{self.path}: cannot read record {name!r} ({exc}); the file is truncated or "
                 "corrupt, download it again"
             ) from exc
+        self.bytes_read += len(data)
+        return data
 
     def read_pickle(self) -> bytes:
-        return self._read(self.prefix + "data.pkl")
+        return self._read(self.prefix + "data.pkl", MAX_PICKLE_BYTES)
 
     def read_storage(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        """The storage record ``data/<key>`` as a flat CPU tensor of ``numel`` ``dtype`` elements;
+        its size is checked against ``numel`` and the limits before anything is read."""
         name = f"{self.prefix}data/{key}"
         itemsize = torch.empty((), dtype=dtype).element_size()
+        wanted_bytes = numel * itemsize
+        if wanted_bytes > MAX_STORAGE_BYTES:
+            raise CheckpointError(
+                f"{self.path}: the pickle asks for a storage {name!r} of {wanted_bytes} bytes, more than "
+                f"the {MAX_STORAGE_BYTES} any YOLOv7 tensor needs; refusing the file"
+            )
         try:
             info = self.zip.getinfo(name)
         except KeyError as exc:
             raise CheckpointError(
                 f"{self.path} lacks the storage record {name!r}; the file is truncated or corrupt"
             ) from exc
-        if info.file_size != numel * itemsize:
+        if info.file_size != wanted_bytes:
             raise CheckpointError(
                 f"{self.path}: storage {name!r} has {info.file_size} bytes, expected "
                 f"{numel} x {itemsize}; the file is corrupt"
             )
         if numel == 0:
             return torch.empty(0, dtype=dtype)
-        buffer = bytearray(self._read(name))  # writable copy: tensors own their memory
+        buffer = bytearray(self._read(name, MAX_STORAGE_BYTES))  # writable copy: tensors own their memory
         flat = torch.frombuffer(buffer, dtype=dtype)
         if self.big_endian and itemsize > 1:
             flat = flat.view(torch.uint8).view(-1, itemsize).flip(1).reshape(-1).view(dtype)
@@ -464,8 +524,10 @@ def load_restricted_pickle(path: str | Path) -> Any:
         unpickler = _RestrictedUnpickler(archive.read_pickle(), archive)
         try:
             return unpickler.load()
-        except CheckpointError:
-            raise
+        except CheckpointError as exc:
+            if str(path) in str(exc):
+                raise
+            raise _naming_the_file(exc, path) from exc
         except Exception as exc:  # any other unpickling failure: malformed/truncated pickle
             raise CheckpointError(
                 f"{path}: cannot unpickle data.pkl ({type(exc).__name__}: {exc}); the file is not a "
@@ -473,6 +535,14 @@ def load_restricted_pickle(path: str | Path) -> Any:
             ) from exc
     finally:
         archive.close()
+
+
+def _naming_the_file(error: CheckpointError, path: Path) -> CheckpointError:
+    """A copy of ``error`` (same type) whose message starts with ``path``.
+
+    The stand-ins and rebuild functions run inside the unpickler and do not know the file; the
+    entry points add it (when the message lacks it) so that every error names the file."""
+    return type(error)(f"{path}: {error}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,6 +629,15 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
     """
     path = Path(path)
     top = load_restricted_pickle(path)
+    try:
+        return _official_checkpoint(top, path)
+    except CheckpointError as exc:
+        if str(path) in str(exc):
+            raise
+        raise _naming_the_file(exc, path) from exc
+
+
+def _official_checkpoint(top: Any, path: Path) -> OfficialCheckpoint:
     model, source_key = _select_model(top, path)
     layers = _model_layers(model, path)
     head_module = layers[-1][1]
@@ -784,6 +863,15 @@ def read_state_dict_pickle(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     top = load_restricted_pickle(path)
+    try:
+        return _state_dict_entry(top, path)
+    except CheckpointError as exc:
+        if str(path) in str(exc):
+            raise
+        raise _naming_the_file(exc, path) from exc
+
+
+def _state_dict_entry(top: Any, path: Path) -> dict[str, torch.Tensor]:
     if _is_state_dict(top):
         return {name: _plain(tensor) for name, tensor in top.items()}
     if isinstance(top, dict):

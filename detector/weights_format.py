@@ -16,11 +16,18 @@ names          list[str] of ``num_classes`` class names -- required
 anchors_px     anchors in pixels per level, ``(nl, na, 2)`` nested lists (optional)
 strides        list[float], pixels per head level (optional)
 img_size       int, letterbox size the weights were trained/evaluated at, pixels (optional)
+head_form      ``"deploy"`` / ``"training"`` (optional)
 head           ``"Detect"`` / ``"IDetect"`` / ``"IAuxDetect"`` (optional)
 provenance     dict: source, created, command, metrics, licence, ... (optional)
+metrics        dict of evaluation results (optional)
 ============== =========================================================================
 
-Other keys are kept as given. Tensors keep their dtype (float16 weights stay float16);
+Every listed key is validated on reading and on writing (:func:`metadata_problem`): types, lengths,
+finite positive numbers, and sizes bounded by :data:`~detector.limits.MAX_IMG_SIZE_PX` (a file
+cannot make the program allocate an absurd letterbox); a bad value raises
+:class:`~detector.errors.CheckpointError` naming the file and the key. Checks that depend on the
+architecture (number of head levels and anchors, strides, ``img_size`` a multiple of the largest
+stride) are made by :func:`detector.checkpoint.load_model`. Other keys are kept as given. Tensors keep their dtype (float16 weights stay float16);
 safetensors stores them sorted by name, so :func:`read_weights` returns the keys in name order.
 """
 
@@ -31,7 +38,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +47,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from detector.errors import CheckpointError
+from detector.limits import MAX_IMG_SIZE_PX
 
 LOGGER = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 METADATA_KEY = "yolov7_track"
 REQUIRED_METADATA: dict[str, type] = {"arch": str, "num_classes": int, "names": list}
+HEAD_FORMS = ("deploy", "training")
+HEAD_CLASSES = ("Detect", "IDetect", "IAuxDetect")
 _CONVERT_HINT = (
     "convert an official checkpoint with `yolov7-track convert OFFICIAL.pt OUT.safetensors` or "
     "save a model with detector.save_model"
@@ -72,13 +82,14 @@ def write_weights(path: str | Path, state_dict: Mapping[str, torch.Tensor], meta
 
     Raises:
         TypeError: a non-tensor value or non-str key in ``state_dict``.
-        ValueError: missing/ill-typed required metadata, or metadata that is not strict JSON
-            (NaN/inf included).
-        CheckpointError: the file cannot be written (the message names it).
+        ValueError: missing/ill-typed metadata (see :func:`metadata_problem`), or metadata that
+            is not strict JSON (NaN/inf included).
+        CheckpointError: the file cannot be written.
+        All messages name ``path``.
     """
     path = Path(path)
-    header = _encode_metadata(metadata)
-    tensors = _prepare_tensors(state_dict)
+    header = _encode_metadata(metadata, path)
+    tensors = _prepare_tensors(state_dict, path)
     try:
         handle, temporary_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         os.close(handle)
@@ -162,31 +173,108 @@ def _open_error(path: Path, exc: Exception) -> CheckpointError:
     )
 
 
-def _encode_metadata(metadata: Mapping[str, Any]) -> str:
+def _encode_metadata(metadata: Mapping[str, Any], path: Path) -> str:
     if not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+        raise TypeError(f"cannot write {path}: metadata must be a mapping, got {type(metadata).__name__}")
     version = metadata.get("format_version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
-        raise ValueError(f"metadata format_version {version!r} differs from the written format {FORMAT_VERSION}")
-    problem = _required_metadata_problem(metadata)
+        raise ValueError(
+            f"cannot write {path}: metadata format_version {version!r} differs from the written format {FORMAT_VERSION}"
+        )
+    problem = metadata_problem(metadata)
     if problem:
-        raise ValueError(f"invalid weights metadata: {problem}")
+        raise ValueError(f"cannot write {path}: invalid weights metadata: {problem}")
     content = {"format_version": FORMAT_VERSION, **{k: v for k, v in metadata.items() if k != "format_version"}}
     try:
         return json.dumps(content, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"weights metadata is not strict JSON: {exc}") from exc
+        raise ValueError(f"cannot write {path}: weights metadata is not strict JSON: {exc}") from exc
 
 
-def _required_metadata_problem(metadata: Mapping[str, Any]) -> str | None:
+def metadata_problem(metadata: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``metadata`` (see the module docstring's table), or ``None``.
+
+    Checks the required keys and, when present, ``img_size``, ``anchors_px``, ``strides``,
+    ``head_form``, ``head``, ``provenance`` and ``metrics``: JSON types, lengths, finite positive
+    numbers and the bound :data:`~detector.limits.MAX_IMG_SIZE_PX`. The message names the key.
+    """
     for key, expected_type in REQUIRED_METADATA.items():
         value = metadata.get(key)
         if not isinstance(value, expected_type) or isinstance(value, bool):
             return f"'{key}' must be {expected_type.__name__}, got {value!r:.80}"
     names, num_classes = metadata["names"], metadata["num_classes"]
-    if num_classes <= 0 or len(names) != num_classes or not all(isinstance(n, str) for n in names):
-        return f"'names' must be {num_classes} strings, got {len(names)} entries"
+    if not metadata["arch"]:
+        return "'arch' must be an architecture name, got ''"
+    if num_classes < 1:
+        return f"'num_classes' must be >= 1, got {num_classes}"
+    if len(names) != num_classes or not all(isinstance(n, str) for n in names):
+        return f"'names' must be {num_classes} strings (num_classes), got {len(names)} entries"
+    for key, check in _OPTIONAL_CHECKS.items():
+        if key in metadata:
+            problem = check(metadata[key])
+            if problem:
+                return f"'{key}' {problem}"
     return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_length_px(value: Any) -> bool:
+    """A finite number in (0, MAX_IMG_SIZE_PX] (NaN fails every comparison)."""
+    return _is_number(value) and 0 < value <= MAX_IMG_SIZE_PX
+
+
+def _img_size_problem(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_IMG_SIZE_PX:
+        return None
+    return f"must be an int of pixels in 1..{MAX_IMG_SIZE_PX} (limit: MAX_IMG_SIZE_PX), got {value!r:.80}"
+
+
+def _anchors_problem(value: Any) -> str | None:
+    expected = (
+        f"must be anchors in pixels per head level, (levels, anchors, 2) nested lists of numbers in "
+        f"(0, {MAX_IMG_SIZE_PX}]"
+    )
+    if not isinstance(value, list) or not value or not all(isinstance(level, list) and level for level in value):
+        return f"{expected}, got {value!r:.80}"
+    per_level = {len(level) for level in value}
+    if len(per_level) != 1:
+        return f"{expected}; the levels have different anchor counts {sorted(per_level)}"
+    for level in value:
+        for pair in level:
+            if not (isinstance(pair, list) and len(pair) == 2 and all(_is_length_px(v) for v in pair)):
+                return f"{expected}, got the entry {pair!r:.80}"
+    return None
+
+
+def _strides_problem(value: Any) -> str | None:
+    if isinstance(value, list) and value and all(_is_length_px(v) for v in value):
+        return None
+    return f"must be a list of positive pixel strides per head level, got {value!r:.80}"
+
+
+def _choice_problem(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}, got {value!r:.80}"
+
+    return check
+
+
+def _dict_problem(value: Any) -> str | None:
+    return None if isinstance(value, dict) else f"must be a JSON object, got {value!r:.80}"
+
+
+_OPTIONAL_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "img_size": _img_size_problem,
+    "anchors_px": _anchors_problem,
+    "strides": _strides_problem,
+    "head_form": _choice_problem(HEAD_FORMS),
+    "head": _choice_problem(HEAD_CLASSES),
+    "provenance": _dict_problem,
+    "metrics": _dict_problem,
+}
 
 
 def _decode_metadata(raw: dict[str, str] | None, path: Path) -> dict[str, Any]:
@@ -211,20 +299,20 @@ def _decode_metadata(raw: dict[str, str] | None, path: Path) -> dict[str, Any]:
             f"{path} uses weights format version {version}, but this yolov7-track reads up to "
             f"version {FORMAT_VERSION}; upgrade yolov7-track to read it"
         )
-    problem = _required_metadata_problem(metadata)
+    problem = metadata_problem(metadata)
     if problem:
-        raise CheckpointError(f"{path}: invalid yolov7-track metadata: {problem}")
+        raise CheckpointError(f"{path}: invalid yolov7-track metadata: {problem}; the file is corrupt or was edited")
     return metadata
 
 
-def _prepare_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _prepare_tensors(state_dict: Mapping[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     prepared: dict[str, torch.Tensor] = {}
     seen_storages: set[int] = set()
     for name, tensor in state_dict.items():
         if not isinstance(name, str) or not name:
-            raise TypeError(f"state-dict keys must be non-empty str, got {name!r}")
+            raise TypeError(f"cannot write {path}: state-dict keys must be non-empty str, got {name!r}")
         if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"state_dict[{name!r}] is {type(tensor).__name__}, not a torch.Tensor")
+            raise TypeError(f"cannot write {path}: state_dict[{name!r}] is {type(tensor).__name__}, not a torch.Tensor")
         value = tensor.detach().to("cpu").contiguous()
         storage = value.untyped_storage().data_ptr()
         if storage in seen_storages or _is_partial_view(value):
@@ -243,6 +331,7 @@ __all__ = [
     "FORMAT_VERSION",
     "METADATA_KEY",
     "REQUIRED_METADATA",
+    "metadata_problem",
     "read_weights",
     "read_weights_metadata",
     "write_weights",

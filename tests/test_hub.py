@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,7 @@ class Route:
     body: bytes
     declared_length: int | None = None  # Content-Length sent; None = len(body)
     hang: bool = False  # wait (until the test ends) before answering
+    trickle_s: float = 0.0  # > 0: send the body one byte at a time, this many seconds apart
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -46,8 +48,22 @@ class _Handler(BaseHTTPRequestHandler):
         length = len(route.body) if route.declared_length is None else route.declared_length
         self.send_header("Content-Length", str(length))
         self.end_headers()
+        if route.trickle_s > 0:
+            self._trickle(route)
+            return
         self.wfile.write(route.body)  # then the handler returns and HTTP/1.0 closes the socket
         self.wfile.flush()
+
+    def _trickle(self, route: Route) -> None:
+        """A hostile server: one byte at a time, never idle long enough for a read timeout."""
+        try:
+            for index in range(len(route.body)):
+                if self.server.release.wait(route.trickle_s):
+                    return
+                self.wfile.write(route.body[index : index + 1])
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up: what we test for
+            return
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output clean
         pass
@@ -71,6 +87,7 @@ ROUTES = {
     "/good/model.pt": Route(PAYLOAD),
     "/cut/model.pt": Route(PAYLOAD[: len(PAYLOAD) // 2], declared_length=len(PAYLOAD)),
     "/hang/model.pt": Route(b"", hang=True),
+    "/trickle/model.pt": Route(PAYLOAD, trickle_s=0.01),
 }
 
 
@@ -217,6 +234,49 @@ def test_file_changed_after_verification_is_detected(server: _Server, cache: Pat
 def test_invalid_timeout_refused(cache: Path) -> None:
     with pytest.raises(ValueError, match="timeout_s"):
         _resolve(_registry(), cache, "http://127.0.0.1:9", timeout_s=0)
+    with pytest.raises(ValueError, match="download_timeout_s"):
+        _resolve(_registry(), cache, "http://127.0.0.1:9", download_timeout_s=0)
+    with pytest.raises(ValueError, match="min_rate_bytes_per_s"):
+        _resolve(_registry(), cache, "http://127.0.0.1:9", min_rate_bytes_per_s=-1)
+
+
+def test_trickling_server_hits_the_total_deadline(server: _Server, cache: Path) -> None:
+    """One byte every 10 ms never trips the 5 s per-read timeout; the total deadline ends it."""
+    url = f"{server.base_url}/trickle"
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"took longer than 0\.5 s \(download_timeout_s") as info:
+        _resolve(_registry(), cache, url, download_timeout_s=0.5, min_rate_bytes_per_s=0)
+    assert time.monotonic() - started < 3.0
+    assert f"{url}/model.pt" in str(info.value)
+    assert _files(cache) == []
+
+
+def test_trickling_server_is_too_slow(server: _Server, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub, "RATE_WINDOW_S", 0.3)
+    url = f"{server.base_url}/trickle"
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"too slow: \d+ bytes/s over the last 0\.\d s, below the minimum of 10000") as info:
+        _resolve(_registry(), cache, url)
+    assert time.monotonic() - started < 3.0
+    assert f"{url}/model.pt" in str(info.value)
+    assert _files(cache) == []
+
+
+def test_transfer_watch_rate_windows() -> None:
+    """A fast window resets the measure; a slow one fails; the deadline is total."""
+    now = [0.0]
+    limits = hub._TransferLimits(timeout_s=1.0, download_timeout_s=500.0, min_rate_bytes_per_s=100.0)
+    watch = hub._TransferWatch("http://x/m.pt", limits, "hint", clock=lambda: now[0])
+    now[0] = hub.RATE_WINDOW_S
+    watch.check(int(200 * hub.RATE_WINDOW_S))  # 200 B/s: fine, new window
+    now[0] = 2 * hub.RATE_WINDOW_S
+    with pytest.raises(DownloadError, match="too slow: 50 bytes/s"):
+        watch.check(int(250 * hub.RATE_WINDOW_S))
+    now[0] = 0.0
+    fresh = hub._TransferWatch("http://x/m.pt", limits, "hint", clock=lambda: now[0])
+    now[0] = 501.0
+    with pytest.raises(DownloadError, match=r"http://x/m\.pt took longer than 500 s"):
+        fresh.check(10**9)  # fast enough, but past the deadline
 
 
 # ------------------------------------------------------------------ registry and configuration

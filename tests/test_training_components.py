@@ -231,6 +231,8 @@ def test_freeze_layers():
 def test_config_validation_and_hyp_files(tmp_path):
     with pytest.raises(ConfigError, match="img_size"):
         TrainConfig(data="x.yaml", img_size=100)
+    with pytest.raises(ConfigError, match="4096"):  # issue #11 item 6: bounded before allocation
+        TrainConfig(data="x.yaml", img_size=65536)
     with pytest.raises(ConfigError, match="mixup"):
         Hyperparameters(mixup=1.5)
     path = tmp_path / "hyp.yaml"

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from detector.limits import MAX_IMG_SIZE_PX
+
 from .errors import ConfigError
 
 NOMINAL_BATCH_SIZE = 64
@@ -236,6 +238,8 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.img_size >= 32 and self.img_size % 32 == 0, "img_size must be a positive multiple of 32"),
+            (self.img_size <= MAX_IMG_SIZE_PX,
+             f"img_size must be <= {MAX_IMG_SIZE_PX} px (detector.limits.MAX_IMG_SIZE_PX), got {self.img_size}"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.workers >= 0, "workers must be >= 0"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),

@@ -7,12 +7,19 @@ buffers), the AMP grad scaler, the epoch and iteration counters, the best fitnes
 history, the run configuration and the RNG states (torch CPU and CUDA, numpy's and Python's
 global generators). It is a ``torch.save`` archive of tensors and plain containers only, read
 back with ``weights_only=True`` (no code is executed on load).
+
+A file that is not such a checkpoint -- a pickle of other objects (torch's weights-only loader
+refuses it), a corrupt archive, another version, missing entries -- raises :class:`ResumeError`
+with one line naming the file; torch's multi-line advice to load it with ``weights_only=False``
+is not passed on: a file this program did not write is never unpickled freely.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,11 @@ from .errors import ResumeError
 
 CHECKPOINT_NAME = "last.ckpt"
 CHECKPOINT_VERSION = 1
+#: Entries every checkpoint written by the trainer holds (``Trainer._save_checkpoint``).
+REQUIRED_ENTRIES = ("epoch", "config", "model", "ema", "optimizer", "rng")
+# How torch's weights-only unpickler names the global it refused (the rest of its message is
+# advice to load the file with weights_only=False, which we never do).
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -77,7 +89,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        ResumeError: missing or unreadable file, or another checkpoint version.
+        ResumeError: missing or unreadable file, a file holding objects other than tensors and
+            plain containers, another checkpoint version, or missing entries; one line naming
+            the file.
     """
     path = Path(path)
     if path.is_dir():
@@ -87,12 +101,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                           f"(holding {CHECKPOINT_NAME}) or the checkpoint file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/unsafe archives
-        raise ResumeError(f"cannot read training checkpoint {path}: {exc}") from exc
+    except pickle.UnpicklingError as exc:  # the weights-only unpickler refused something
+        found = _UNSUPPORTED_GLOBAL.search(str(exc))
+        what = f"it references {found.group(1)}" if found else "its content is not tensors and plain containers"
+        raise ResumeError(
+            f"{path} is not a training checkpoint written by yolov7-track ({what}); it will not be loaded"
+        ) from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for corrupt archives
+        raise ResumeError(
+            f"cannot read training checkpoint {path} ({_first_sentence(exc)}); the file is truncated "
+            "or corrupt: resume from another run directory or start a new run"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
         raise ResumeError(f"{path} is not a version-{CHECKPOINT_VERSION} yolov7-track training checkpoint")
+    missing = [key for key in REQUIRED_ENTRIES if key not in payload]
+    if missing:
+        raise ResumeError(f"{path} lacks the entries {missing} of a yolov7-track training checkpoint; "
+                          "it is corrupt or was written by another program")
     payload["path"] = str(path)
     return payload
+
+
+def _first_sentence(error: BaseException) -> str:
+    """``"<type>: <first sentence of the message>"`` on one line (torch appends advice)."""
+    text = " ".join(str(error).split())
+    sentence = text.split(". ", 1)[0][:200]
+    return f"{type(error).__name__}: {sentence}" if sentence else type(error).__name__
 
 
 def make_world_readable(path: str | Path) -> None:
