@@ -28,7 +28,7 @@ Runs, each reported per sequence, line and direction, with the count error
   bottom-centre anchor (this reproduces issue 4's figures: 445 for reference ByteTrack, 307 for
   reference SORT).
 
-Engine rules evaluated: ``exact`` (the default ``LineRules()``: every side change through the
+Engine rules evaluated: ``exact`` (``LineRules.exact()``, no longer the library default: every side change through the
 segment counts), ``robust`` (``LineRules.robust()``: a new side counts once the track has been
 observed on it 4 times in a row, at least once 4 px or more from the line) and ``stitched``
 (``LineRules.robust_stitched()``: robust plus track stitching, a new ID continues a lost track
@@ -380,7 +380,7 @@ def engine_run(
 def _linezone_direction_map() -> dict[str, str]:
     """Which of supervision's ``in``/``out`` is our ``in``, found on a synthetic crossing."""
     zone = sv.LineZone(start=sv.Point(0, 100), end=sv.Point(200, 100))
-    ours = CountingLine((0, 100), (200, 100), "probe")
+    ours = CountingLine((0, 100), (200, 100), "probe", rules=LineRules.exact())  # two frames: no hysteresis
     # Downwards across a left-to-right line: side value goes from - to +, our OUT.
     for i, y in enumerate((50.0, 150.0)):
         tracks = sv.Detections(

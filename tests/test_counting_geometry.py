@@ -10,7 +10,10 @@ from app.counting.geometry import (
     anchor_points,
     crossing_offset_px,
     polygon_area_px2,
+    polygon_meets_rect,
+    polygon_self_intersection,
     polygon_signed_depth_px,
+    segment_meets_rect,
     signed_distance_px,
 )
 
@@ -90,3 +93,47 @@ def test_polygon_depth_and_area() -> None:
     np.testing.assert_allclose(depth, [5.0, 1.0, -3.0, 0.0, -5.0])
     assert polygon_area_px2(square) == 100.0
     assert polygon_area_px2(square[::-1]) == 100.0
+
+
+@pytest.mark.parametrize(
+    ("polygon", "expected"),
+    [
+        ([(0, 0), (10, 0), (10, 10), (0, 10)], None),  # square
+        ([(0, 0), (10, 0), (10, 10), (5, 3), (0, 10)], None),  # concave, simple
+        ([(0, 0), (10, 10), (10, 0), (0, 10)], (0, 2)),  # bow-tie
+        ([(0, 0), (10, 0), (10, 10), (5, -5), (0, 10)], (0, 2)),  # spike through the bottom
+        ([(0, 0), (10, 0), (5, 0), (5, 10)], (0, 2)),  # edge 2-3 starts on edge 0-1 (touch)
+        ([(0, 0), (10, 0), (5, 8)], None),  # triangles are always simple
+    ],
+)
+def test_polygon_self_intersection(polygon, expected) -> None:
+    assert polygon_self_intersection(polygon) == expected
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        ((10, 10), (20, 20), True),  # inside
+        ((-50, 50), (150, 50), True),  # crosses, both ends outside
+        ((150, -10), (-10, 150), True),  # crosses a corner region
+        ((0, 0), (0, 100), True),  # on the border
+        ((110, 10), (200, 20), False),  # right of the frame
+        ((-10, -10), (-5, 200), False),  # left of the frame
+        ((-60, 20), (20, -60), False),  # passes beyond the corner (0, 0)
+    ],
+)
+def test_segment_meets_rect(start, end, expected: bool) -> None:
+    assert segment_meets_rect(start, end, 100, 100) is expected
+
+
+@pytest.mark.parametrize(
+    ("polygon", "expected"),
+    [
+        ([(-10, -10), (200, -10), (200, 200), (-10, 200)], True),  # covers the frame
+        ([(50, 50), (60, 50), (60, 60)], True),  # inside
+        ([(200, 200), (300, 200), (300, 300)], False),
+        ([(-50, 20), (20, -50), (-50, -50)], False),  # beyond the corner (0, 0)
+    ],
+)
+def test_polygon_meets_rect(polygon, expected: bool) -> None:
+    assert polygon_meets_rect(polygon, 100, 100) is expected

@@ -248,7 +248,7 @@ def test_line_scenarios(scenario: Scenario) -> None:
 
 def test_straddling_box_counts_when_the_anchor_crosses() -> None:
     # A 60 px box whose top is above the line from the first frame; only the bottom counts.
-    line = CountingLine(*H_LINE, name="a")
+    line = CountingLine(*H_LINE, name="a", rules=EXACT)
     frames = path(1, 140, 120, 105, 95, 80)
     events = [
         e for i, f in enumerate(frames) for e in line.update(frame_of(f, height=60.0), i / 10, i)
@@ -262,7 +262,7 @@ def test_straddling_box_counts_when_the_anchor_crosses() -> None:
 )
 def test_anchor_choice(anchor: Anchor, expected_in: int) -> None:
     # Bottom stays at y=130 (below); the box's top moves from 110 to 60 (centre 120 -> 95).
-    line = CountingLine(*H_LINE, name="a", anchor=anchor)
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, anchor=anchor)
     frames = [
         np.array([[95, 110, 105, 130]], np.float32),
         np.array([[95, 60, 105, 130]], np.float32),
@@ -285,7 +285,7 @@ def test_event_is_stamped_with_the_crossing_frame_and_emitted_on_confirmation() 
 
 def test_class_flicker_uses_the_majority_class_so_far() -> None:
     names = {0: "person", 1: "bicycle", 2: "car"}
-    line = CountingLine(*H_LINE, name="a", class_names=names)
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, class_names=names)
     classes = [0, 1, 0, 0, 1, 2, 0]  # majority "person" throughout, flickering
     ys = [160, 150, 140, 130, 120, 110, 90]
     events = []
@@ -297,7 +297,7 @@ def test_class_flicker_uses_the_majority_class_so_far() -> None:
 
 
 def test_class_tie_goes_to_the_class_seen_first() -> None:
-    line = CountingLine(*H_LINE, name="a", class_names=["person", "car"])
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, class_names=["person", "car"])
     for i, (y, c) in enumerate([(150, 1), (120, 0), (90, 1), (80, 0)]):
         line.update(frame_of({1: (100.0, y)}, classes={1: c}), i / 10)
     # At the crossing (3rd frame) the votes are car 2, person 1.
@@ -305,7 +305,7 @@ def test_class_tie_goes_to_the_class_seen_first() -> None:
 
 
 def test_class_names_from_detections_data_take_precedence() -> None:
-    line = CountingLine(*H_LINE, name="a", class_names=["wrong"])
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, class_names=["wrong"])
     for i, y in enumerate((150, 50)):
         tracks = frame_of({1: (100.0, y)})
         tracks.data["class_name"] = np.array(["truck"])
@@ -314,7 +314,7 @@ def test_class_names_from_detections_data_take_precedence() -> None:
 
 
 def test_per_class_counts_per_direction() -> None:
-    line = CountingLine(*H_LINE, name="a", class_names=["person", "car"])
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, class_names=["person", "car"])
     frames = [
         ({1: (20.0, 150.0), 2: (60.0, 50.0), 3: (90.0, 150.0)}, {1: 0, 2: 1, 3: 1}),
         ({1: (20.0, 50.0), 2: (60.0, 150.0), 3: (90.0, 50.0)}, {1: 0, 2: 1, 3: 1}),
@@ -331,7 +331,7 @@ def test_per_class_counts_per_direction() -> None:
     ids=["revived-within-lifetime", "revived-after-eviction"],
 )
 def test_state_lifetime(gap_s: float, max_absent_s: float, expected_in: int) -> None:
-    line = CountingLine(*H_LINE, name="a", max_absent_s=max_absent_s)
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, max_absent_s=max_absent_s)
     line.update(frame_of({1: (100.0, 150.0)}), 0.0, 0)
     line.update(frame_of({}), gap_s / 2, 1)
     line.update(frame_of({1: (100.0, 50.0)}), gap_s, 2)
@@ -339,16 +339,16 @@ def test_state_lifetime(gap_s: float, max_absent_s: float, expected_in: int) -> 
 
 
 def test_state_lifetime_in_frames() -> None:
-    line = CountingLine(*H_LINE, name="a", max_absent_s=None, max_absent_frames=3)
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, max_absent_s=None, max_absent_frames=3)
     run(line, path(1, 150, None, None, None, None, 50))  # absent 4 frames > 3
     assert line.in_count == 0
-    line = CountingLine(*H_LINE, name="a", max_absent_s=None, max_absent_frames=3)
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, max_absent_s=None, max_absent_frames=3)
     run(line, path(1, 150, None, None, None, 50))  # absent 3 frames
     assert line.in_count == 1
 
 
 def test_state_stays_bounded_on_an_endless_stream() -> None:
-    line = CountingLine(*H_LINE, name="a", max_absent_s=1.0)
+    line = CountingLine(*H_LINE, name="a", rules=EXACT, max_absent_s=1.0)
     fps = 25.0
     for index in range(5000):
         # A new track every 10 frames, each visible for 30 frames walking up through the line.
@@ -363,14 +363,14 @@ def test_state_stays_bounded_on_an_endless_stream() -> None:
 
 
 def test_empty_frames_and_frames_without_tracker_ids() -> None:
-    line = CountingLine(*H_LINE, name="a")
+    line = CountingLine(*H_LINE, name="a", rules=EXACT)
     assert line.update(sv.Detections.empty(), 0.0) == []
     with pytest.raises(ValueError, match="tracker_id is None"):
         line.update(sv.Detections(xyxy=np.array([[0, 0, 1, 1]], np.float32)), 1.0)
 
 
 def test_duplicate_tracker_ids_are_refused() -> None:
-    line = CountingLine(*H_LINE, name="a")
+    line = CountingLine(*H_LINE, name="a", rules=EXACT)
     tracks = sv.Detections(
         xyxy=np.array([[0, 0, 1, 1], [2, 2, 3, 3]], np.float32), tracker_id=np.array([4, 4])
     )
@@ -388,14 +388,14 @@ def test_duplicate_tracker_ids_are_refused() -> None:
     ],
 )
 def test_frame_order_is_checked(calls: list, message: str) -> None:
-    line = CountingLine(*H_LINE, name="a")
+    line = CountingLine(*H_LINE, name="a", rules=EXACT)
     with pytest.raises(ValueError, match=message):
         for timestamp_s, frame_index in calls:
             line.update(sv.Detections.empty(), timestamp_s, frame_index)
 
 
 def test_frame_index_defaults_to_a_counter() -> None:
-    line = CountingLine(*H_LINE, name="a")
+    line = CountingLine(*H_LINE, name="a", rules=EXACT)
     events = run_without_indices(line, path(1, 150, 140, 50))
     assert [e.frame_index for e in events] == [2]
 
@@ -446,7 +446,7 @@ def test_invalid_rules(kwargs: dict, message: str) -> None:
 
 
 def test_reset_forgets_tracks_and_counts() -> None:
-    line = CountingLine(*H_LINE, name="a")
+    line = CountingLine(*H_LINE, name="a", rules=EXACT)
     run(line, path(1, 150, 50))
     line.reset()
     assert (line.in_count, line.out_count, line.counts_by_class(), line.tracked_ids) == (
@@ -475,7 +475,7 @@ def _side_of(y: float) -> int:
 @given(_walk)
 def test_net_count_equals_net_side_change(points: list) -> None:
     """Exact rules, all points within the segment's span: IN - OUT = (first - last side) / 2."""
-    line = CountingLine(*H_LINE, name="a")
+    line = CountingLine(*H_LINE, name="a", rules=EXACT)
     frames = [{} if p is None else {1: (float(p[0]), float(p[1]))} for p in points]
     run(line, frames)
     sides = [_side_of(p[1]) for p in points if p is not None and _side_of(p[1]) != 0]
@@ -502,7 +502,7 @@ def test_counts_alternate_in_direction_under_any_rules(
 
 
 def test_non_finite_boxes_are_refused_and_leave_the_state_unchanged() -> None:
-    line = CountingLine(*H_LINE, name="a")
+    line = CountingLine(*H_LINE, name="a", rules=EXACT)
     line.update(frame_of({1: (100.0, 150.0)}), 0.0, 0)
     bad = sv.Detections(
         xyxy=np.array([[95, 30, 105, 50], [0, 0, 1, 1]], np.float32), tracker_id=np.array([1, 2])
@@ -512,3 +512,30 @@ def test_non_finite_boxes_are_refused_and_leave_the_state_unchanged() -> None:
         line.update(bad, 0.1, 1)
     # The failed call consumed neither the frame index nor the timestamp.
     assert line.update(frame_of({1: (100.0, 50.0)}), 0.1, 1)[0].direction is Direction.IN
+
+
+# ------------------------------------------------------------------- default rules (issue 11)
+JITTER_THEN_CROSS = path(1, 150, 120, 101, 99, 101, 97, 103, 95, 80, 60, 40, 20)
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [(None, ROBUST), ("robust", ROBUST), ("exact", EXACT), ("Robust-Stitched", LineRules.robust_stitched()),
+     (EXACT, EXACT)],
+)
+def test_default_rules_are_robust_and_presets_are_one_argument_away(rules, expected) -> None:
+    options = {} if rules is None else {"rules": rules}
+    assert CountingLine(*H_LINE, name="a", **options).rules == expected
+
+
+def test_default_line_counts_a_jittery_crossing_once() -> None:
+    default, exact = CountingLine(*H_LINE, name="a"), CountingLine(*H_LINE, name="a", rules="exact")
+    run(default, JITTER_THEN_CROSS)
+    run(exact, JITTER_THEN_CROSS)
+    assert (default.in_count, default.out_count) == (1, 0)
+    assert (exact.in_count, exact.out_count) == (3, 2)  # every jitter across the line counts
+
+
+def test_unknown_rules_name_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"line 'a': rules must be a LineRules or one of 'exact'"):
+        CountingLine(*H_LINE, name="a", rules="loose")

@@ -10,8 +10,11 @@ Typical use::
     print(line.in_count, line.out_count, line.counts_by_class())
 
 The rules (segment crossing, confirmed side, hysteresis, endpoint margin, optional track
-stitching, state lifetime, majority
-class; :class:`LineRules`, :class:`ZoneRules`) are documented on :class:`CountingLine` and :class:`CountingZone`.
+stitching, state lifetime, majority class; :class:`LineRules`, :class:`ZoneRules`) are documented
+on :class:`CountingLine` and :class:`CountingZone`. Lines and zones default to the robust rules
+made for tracker output (``LineRules.robust()``: the exact rule over-counts tracker jitter, 135 %
+count error against 24 % on MOT15 with our ByteTrack; see :class:`CountingLine`); pass
+``rules="exact"`` to count every crossing of clean trajectories.
 """
 
 from app.counting.config import (

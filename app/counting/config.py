@@ -37,10 +37,10 @@ from typing import Any
 
 import yaml
 
-from app.counting.geometry import Anchor, polygon_area_px2
+from app.counting.geometry import Anchor, polygon_meets_rect, segment_meets_rect
 from app.counting.line import DEFAULT_MAX_ABSENT_S, CountingLine, LineRules
 from app.counting.tracks import ClassNames
-from app.counting.zone import CountingZone, ZoneRules
+from app.counting.zone import CountingZone, ZoneRules, polygon_problem
 
 __all__ = [
     "ZoneConfigError",
@@ -143,21 +143,26 @@ class CountingConfig:
         frame_width: int,
         frame_height: int,
         *,
-        line_rules: LineRules = LineRules(),
-        zone_rules: ZoneRules = ZoneRules(),
+        line_rules: LineRules | str = LineRules.robust(),
+        zone_rules: ZoneRules | str = ZoneRules.robust(),
         max_absent_s: float | None = DEFAULT_MAX_ABSENT_S,
         max_absent_frames: int | None = None,
         class_names: ClassNames | None = None,
     ) -> tuple[list[CountingLine], list[CountingZone]]:
         """Create the counting objects for a ``frame_width`` x ``frame_height`` frame.
 
-        The keyword arguments go to every :class:`CountingLine` / :class:`CountingZone`.
+        The keyword arguments go to every :class:`CountingLine` / :class:`CountingZone`; the
+        rules default to the robust ones, as theirs do (``"exact"`` for clean trajectories).
+        A line or zone that lies entirely outside the frame is logged as a warning (it can
+        count nothing: coordinates meant for another resolution, or fractions without
+        ``normalized``); it is still built.
 
         Raises:
             ValueError: non-positive frame size, or a line too short for ``line_rules``'s
                 endpoint margin.
         """
         pixels = self.to_pixels(frame_width, frame_height)
+        _warn_outside_frame(pixels, frame_width, frame_height)
         common = {
             "max_absent_s": max_absent_s,
             "max_absent_frames": max_absent_frames,
@@ -172,6 +177,17 @@ class CountingConfig:
             for s in pixels.zones
         ]
         return lines, zones
+
+    def outside_frame(self, frame_width: int, frame_height: int) -> tuple[str, ...]:
+        """Names of the lines and zones that lie entirely outside a ``frame_width`` x
+        ``frame_height`` frame (no point of the segment, or of the polygon's outline or inside,
+        is in ``[0, W] x [0, H]`` pixels)."""
+        pixels = self.to_pixels(frame_width, frame_height)
+        names = [s.name for s in pixels.lines
+                 if not segment_meets_rect(s.start, s.end, frame_width, frame_height)]
+        names += [s.name for s in pixels.zones
+                  if not polygon_meets_rect(s.polygon, frame_width, frame_height)]
+        return tuple(names)
 
     def to_dict(self) -> dict[str, Any]:
         """The file representation (the inverse of :func:`parse_counting_config`)."""
@@ -300,8 +316,9 @@ def _check_semantics(
     for i, zone in enumerate(zones):
         if len(zone.polygon) < 3:
             raise ZoneConfigError(source, f"zones[{i}].polygon", "needs at least 3 points")
-        if polygon_area_px2(zone.polygon) == 0.0:
-            raise ZoneConfigError(source, f"zones[{i}].polygon", "has zero area (points collinear)")
+        problem = polygon_problem(zone.polygon, zone.name)
+        if problem is not None:
+            raise ZoneConfigError(source, f"zones[{i}].polygon", problem)
     if normalized:
         for where, xy in _all_points(lines, zones):
             if not (0.0 <= xy[0] <= 1.0 and 0.0 <= xy[1] <= 1.0):
@@ -311,6 +328,30 @@ def _check_semantics(
                     f"normalized coordinates must lie in [0, 1], got {list(xy)}; "
                     "set normalized: false for pixel coordinates",
                 )
+
+
+def _warn_outside_frame(pixels: CountingConfig, frame_width: int, frame_height: int) -> None:
+    """One warning per line or zone of ``pixels`` (pixel coordinates) outside the frame."""
+    outside = set(pixels.outside_frame(frame_width, frame_height))
+    for spec in (*pixels.lines, *pixels.zones):
+        if spec.name not in outside:
+            continue
+        if isinstance(spec, LineSpec):
+            what = f"line {spec.name!r} ({_xy_text(spec.start)} -> {_xy_text(spec.end)} px)"
+        else:
+            xs = [x for x, _ in spec.polygon]
+            ys = [y for _, y in spec.polygon]
+            what = (f"zone {spec.name!r} (x {min(xs):g}..{max(xs):g}, "
+                    f"y {min(ys):g}..{max(ys):g} px)")
+        logger.warning(
+            "%s lies entirely outside the %dx%d frame and will count nothing; give its "
+            "coordinates in pixels of this source, or as fractions 0-1 with normalized: true",
+            what, frame_width, frame_height,
+        )
+
+
+def _xy_text(xy: XY) -> str:
+    return f"({xy[0]:g}, {xy[1]:g})"
 
 
 def _all_points(lines: tuple[LineSpec, ...], zones: tuple[ZoneSpec, ...]):

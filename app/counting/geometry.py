@@ -27,6 +27,9 @@ __all__ = [
     "crossing_offset_px",
     "polygon_signed_depth_px",
     "polygon_area_px2",
+    "polygon_self_intersection",
+    "segment_meets_rect",
+    "polygon_meets_rect",
 ]
 
 Point = tuple[float, float]
@@ -189,3 +192,102 @@ def polygon_signed_depth_px(
     crossings = (straddles & (px < x_at_py)).sum(axis=1)
     inside = (crossings % 2) == 1
     return np.where(inside, distance, -distance)
+
+
+def _orientation(
+    ax: npt.ArrayLike, ay: npt.ArrayLike, bx: npt.ArrayLike, by: npt.ArrayLike,
+    px: npt.ArrayLike, py: npt.ArrayLike,
+) -> np.ndarray:
+    """Sign (-1, 0, +1) of ``cross(b - a, p - a)``, element-wise (the orientation test)."""
+    return np.sign((np.asarray(bx) - ax) * (np.asarray(py) - ay)
+                   - (np.asarray(by) - ay) * (np.asarray(px) - ax))
+
+
+def polygon_self_intersection(polygon: npt.ArrayLike) -> tuple[int, int] | None:
+    """The first pair of non-adjacent edges of a polygon that meet, or ``None`` if it is simple.
+
+    Edge ``k`` joins vertex ``k`` to vertex ``k + 1`` (the last edge closes the polygon). Two
+    edges meet when they cross or touch (an end of one lies on the other), decided by the
+    orientation tests of the classic segment-intersection predicate (Cormen et al.,
+    *Introduction to Algorithms*, 3rd ed., section 33.1, SEGMENTS-INTERSECT), all pairs at once.
+    Edges sharing a vertex are not compared. A "bow-tie" such as ``(0, 0), (10, 10), (10, 0),
+    (0, 10)`` returns ``(0, 2)``.
+
+    Args:
+        polygon: ``(m, 2)`` vertices in order, pixels.
+
+    Returns:
+        ``(i, j)`` with ``i < j``, the first such pair in row-major order; ``None`` if none.
+    """
+    poly = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    m = len(poly)
+    if m < 4:
+        return None
+    ax, ay = poly[:, 0], poly[:, 1]
+    bx, by = np.roll(ax, -1), np.roll(ay, -1)
+    # (m, m) arrays: row i is edge i, column j edge j.
+    a_i = (ax[:, None], ay[:, None], bx[:, None], by[:, None])
+    d1 = _orientation(*a_i, ax[None, :], ay[None, :])  # start of edge j against edge i
+    d2 = _orientation(*a_i, bx[None, :], by[None, :])  # end of edge j against edge i
+    d3 = _orientation(ax[None, :], ay[None, :], bx[None, :], by[None, :],
+                      ax[:, None], ay[:, None])  # start of edge i against edge j
+    d4 = _orientation(ax[None, :], ay[None, :], bx[None, :], by[None, :],
+                      bx[:, None], by[:, None])  # end of edge i against edge j
+    proper = (d1 * d2 < 0) & (d3 * d4 < 0)
+
+    def within(px: np.ndarray, py: np.ndarray, x0, y0, x1, y1) -> np.ndarray:
+        return ((np.minimum(x0, x1) <= px) & (px <= np.maximum(x0, x1))
+                & (np.minimum(y0, y1) <= py) & (py <= np.maximum(y0, y1)))
+
+    touch = (
+        ((d1 == 0) & within(ax[None, :], ay[None, :], *a_i))
+        | ((d2 == 0) & within(bx[None, :], by[None, :], *a_i))
+        | ((d3 == 0) & within(ax[:, None], ay[:, None], ax[None, :], ay[None, :], bx[None, :], by[None, :]))
+        | ((d4 == 0) & within(bx[:, None], by[:, None], ax[None, :], ay[None, :], bx[None, :], by[None, :]))
+    )
+    i, j = np.indices((m, m))
+    non_adjacent = (j > i + 1) & ~((i == 0) & (j == m - 1))
+    hits = np.argwhere((proper | touch) & non_adjacent)
+    if len(hits) == 0:
+        return None
+    return int(hits[0, 0]), int(hits[0, 1])
+
+
+def segment_meets_rect(start: Point, end: Point, width: float, height: float) -> bool:
+    """Whether the segment ``start``-``end`` has a point in the frame ``[0, width] x [0, height]``.
+
+    Liang-Barsky clipping (Liang and Barsky, "A new concept and method for line clipping",
+    ACM Transactions on Graphics 3(1), 1984): the parameter interval ``[0, 1]`` of the segment
+    is narrowed by each of the four half-planes; it meets the frame if the interval stays
+    non-empty. Pixels, x right, y down.
+    """
+    x0, y0 = float(start[0]), float(start[1])
+    dx, dy = float(end[0]) - x0, float(end[1]) - y0
+    t0, t1 = 0.0, 1.0
+    for p, q in ((-dx, x0), (dx, width - x0), (-dy, y0), (dy, height - y0)):
+        if p == 0.0:
+            if q < 0.0:
+                return False  # parallel to this edge and outside it
+            continue
+        t = q / p
+        if p < 0.0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+        if t0 > t1:
+            return False
+    return True
+
+
+def polygon_meets_rect(polygon: npt.ArrayLike, width: float, height: float) -> bool:
+    """Whether a polygon (even-odd interior and boundary) overlaps the frame ``[0, W] x [0, H]``.
+
+    True when an edge meets the frame (:func:`segment_meets_rect`); otherwise the frame lies
+    wholly inside or wholly outside the polygon, and the frame's centre decides which.
+    """
+    poly = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    for a, b in zip(poly, np.roll(poly, -1, axis=0)):
+        if segment_meets_rect((a[0], a[1]), (b[0], b[1]), width, height):
+            return True
+    centre = np.array([[width / 2.0, height / 2.0]])
+    return bool(polygon_signed_depth_px(centre, poly)[0] > 0)

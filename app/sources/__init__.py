@@ -8,7 +8,9 @@
 
 Every source follows :class:`app.frames.FrameSource`; frames are ``(H, W, 3)`` uint8 BGR with
 a 0-based ``index`` and a strictly increasing ``timestamp_s`` in seconds. Files and folders
-also give ``frame_count`` (``None`` when unknown) for progress bars.
+also give ``frame_count`` (``None`` when unknown) for progress bars. Every source also has
+``timestamp_repairs``: frames whose timestamp failed to increase and was re-based (each logged;
+the pipeline adds them to its report).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def open_source(spec: str | int | Path, config: SourceConfig | None = None) -> F
 
     Raises:
         SourceNotFoundError: a file, folder or webcam device that does not exist (names it).
-        SourceError: an unsupported URL scheme, a file FFmpeg cannot read, a stream that does
-            not answer, an empty folder. Messages never contain a URL password.
+        SourceError: an unsupported URL scheme, a file FFmpeg cannot read (a truncated MP4 is
+            called truncated), a stream that does not answer or stalls, a folder with no
+            image or with no image that decodes. Messages never contain a URL password.
     """
     config = config or SourceConfig()
     kind = classify_source(spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -36,13 +37,18 @@ class VideoFileSource:
     without a usable timestamp get the previous time plus ``1 / fps``), strictly increasing.
 
     A packet the decoder rejects (corrupt data) is logged, counted in
-    ``stats.frames_corrupt`` and skipped; decoding goes on to the end of the file. Only the
-    first video stream is read. Iterate once; ``close()`` (any thread) stops the iteration
-    before the next packet and releases the file.
+    ``stats.frames_corrupt`` and skipped; decoding goes on to the end of the file. Timestamps
+    that fail to increase are repaired (see :class:`~app.sources.timestamps.MonotonicClock`),
+    logged and counted in :attr:`timestamp_repairs`. Only the first video stream is read.
+    Iterate once; ``close()`` (any thread) stops the iteration before the next packet and
+    releases the file.
 
     Raises (from the constructor):
         SourceNotFoundError: the file does not exist.
-        SourceError: FFmpeg cannot open it or it has no video stream.
+        SourceError: FFmpeg cannot open it or it has no video stream. An MP4/MOV file that
+            FFmpeg cannot open and that ends before its ``moov`` index (a recording that was
+            never finished, a partial copy) is reported as truncated (see
+            :func:`describe_truncated_mp4`).
     """
 
     is_live = False
@@ -56,7 +62,18 @@ class VideoFileSource:
             raise SourceNotFoundError(f"video file not found: {self.path}")
         if self.path.is_dir():
             raise SourceError(f"{self.path} is a directory; open it as an image folder instead")
-        self._container, self._stream = open_video_stream(str(self.path), self.name)
+        try:
+            self._container, self._stream = open_video_stream(str(self.path), self.name)
+        except SourceError as error:
+            truncation = describe_truncated_mp4(self.path)
+            if truncation is None:
+                raise
+            raise SourceError(
+                f"cannot open {self.name}: the file looks truncated or incomplete, like an "
+                f"unfinished recording or a partial copy ({truncation}); record, copy or export "
+                "it again"
+            ) from error
+        self._timestamps = MonotonicClock(self.name)
         self.fps: float | None = nominal_fps(self._stream)
         # Frames the container header announces (0 when it does not say); for progress bars.
         self.frame_count: int | None = int(self._stream.frames) or None
@@ -65,6 +82,11 @@ class VideoFileSource:
         self._lock = threading.Lock()
         self._iterating = False
         self._iterated = False
+
+    @property
+    def timestamp_repairs(self) -> int:
+        """Frames whose timestamp failed to increase and was re-based (each one logged)."""
+        return self._timestamps.repairs
 
     def __iter__(self) -> Iterator[Frame]:
         with self._lock:
@@ -82,7 +104,7 @@ class VideoFileSource:
     def _frames(self) -> Iterator[Frame]:
         interval_s = 1.0 / self.fps if self.fps else DEFAULT_FRAME_INTERVAL_S
         best_effort = BestEffortTimestamp()
-        clock = MonotonicClock(self.name)
+        clock = self._timestamps
         index = 0
         if self._closed.is_set():
             return
@@ -149,12 +171,17 @@ class ImageFolderSource:
     Reads files whose suffix is in :data:`IMAGE_EXTENSIONS` (case-insensitive), decoded by
     OpenCV to ``(H, W, 3)`` uint8 **BGR** (grey and alpha images are converted). Frame ``i``
     (0-based over the images that decode) has ``timestamp_s = i / config.folder_fps``; ``fps``
-    is ``config.folder_fps``. An image that does not decode is logged, counted in
-    ``stats.frames_corrupt`` and skipped. Images may differ in size.
+    is ``config.folder_fps``. An image that does not decode is logged (one warning per file,
+    naming it), counted in ``stats.frames_corrupt`` and skipped. Images may differ in size.
+
+    The constructor decodes images until one succeeds (that image is kept and becomes the first
+    frame, so nothing is decoded twice): a folder in which no image decodes fails at once,
+    before a model is loaded, instead of running to an empty result (issue 11).
 
     Raises (from the constructor):
         SourceNotFoundError: the folder does not exist.
-        SourceError: it holds no image files.
+        SourceError: it holds no image files, or none of them decodes (the message names the
+            folder and the number of files).
     """
 
     is_live = False
@@ -177,21 +204,61 @@ class ImageFolderSource:
             )
         self.fps: float | None = float(self.config.folder_fps)
         self.frame_count: int | None = len(self.paths)
-        self.stats.connection_state = "connected"
         self._closed = threading.Event()
+        # The first image that decodes: (its position in self.paths, the image).
+        self._first: tuple[int, np.ndarray] | None = self._find_first_readable()
+        self.stats.connection_state = "connected"
+
+    def _find_first_readable(self) -> tuple[int, np.ndarray]:
+        """The first image that decodes. The files skipped before it are warned about only once
+        it is found: when none decodes, the one-line error says it all."""
+        skipped: list[Path] = []
+        for position, path in enumerate(self.paths):
+            image = read_bgr_image(path)
+            if image is not None:
+                for bad in skipped:
+                    self._note_corrupt(bad)
+                return position, image
+            skipped.append(path)
+        self.stats.frames_corrupt = len(skipped)
+        raise SourceError(
+            f"no readable image in {self.folder}: {len(self.paths)} "
+            f"file{'s' if len(self.paths) != 1 else ''}, all corrupt or not images "
+            f"(first: {self.paths[0].name}); check the files or point to another folder"
+        )
+
+    def _read(self, path: Path) -> np.ndarray | None:
+        """Decode one image; a failure is counted and logged (one warning per file)."""
+        image = read_bgr_image(path)
+        if image is None:
+            self._note_corrupt(path)
+        return image
+
+    def _note_corrupt(self, path: Path) -> None:
+        self.stats.frames_corrupt += 1
+        self.stats.last_error = f"cannot decode image {path}"
+        LOGGER.warning("%s: cannot decode image %s; skipped (%d so far)", self.name,
+                       path.name, self.stats.frames_corrupt)
+
+    @property
+    def timestamp_repairs(self) -> int:
+        """Always 0: folder times are ``index / fps`` by construction."""
+        return 0
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
+        # The constructor's image serves the first pass; a later pass reads every file again.
+        first, self._first = self._first, None
+        start, first_image = first if first is not None else (0, None)
         try:
-            for path in self.paths:
+            for position in range(start, len(self.paths)):
                 if self._closed.is_set():
                     return
-                image = read_bgr_image(path)
+                if first_image is not None:
+                    image, first_image = first_image, None
+                else:
+                    image = self._read(self.paths[position])
                 if image is None:
-                    self.stats.frames_corrupt += 1
-                    self.stats.last_error = f"cannot decode image {path}"
-                    LOGGER.warning("%s: cannot decode image %s; skipped (%d so far)", self.name,
-                                   path.name, self.stats.frames_corrupt)
                     continue
                 self.stats.frames_read += 1
                 yield Frame(index=index, timestamp_s=index / self.fps, image=image,
@@ -204,6 +271,56 @@ class ImageFolderSource:
         """Stop iteration before the next image. Safe from any thread."""
         self._closed.set()
         self.stats.connection_state = "closed"
+
+
+#: Top-level ISO base media (MP4/MOV) box types; a file starting with another type is not one.
+_ISO_TOP_LEVEL_BOXES = frozenset(
+    b"ftyp styp moov mdat moof mfra free skip wide uuid meta pdin sidx ssix prft emsg".split()
+)
+
+
+def describe_truncated_mp4(path: Path) -> str | None:
+    """Why an ISO base media file (MP4, MOV, M4V, 3GP) looks cut short, or ``None``.
+
+    Walks the top-level boxes (ISO/IEC 14496-12, section 4.2: a 32-bit big-endian size that
+    includes the 8-byte header, a four-character type; size 1: a 64-bit size follows; size 0:
+    the box runs to the end of the file). The file looks truncated when a box claims more bytes
+    than the file has left, or when the walk ends without a ``moov`` box (the index of the
+    samples, which most recorders write last, so an interrupted recording has none) and without
+    ``moof`` fragments. Returns ``None`` for files that are not ISO media (the first box is not
+    a known top-level type) or that look complete. Reads only the box headers.
+    """
+    try:
+        size_bytes = path.stat().st_size
+        with path.open("rb") as handle:
+            offset, seen = 0, set()
+            while offset + 8 <= size_bytes:
+                handle.seek(offset)
+                header = handle.read(16)
+                box_size, box_type = struct.unpack(">I4s", header[:8])
+                if offset == 0 and box_type not in _ISO_TOP_LEVEL_BOXES:
+                    return None
+                if box_size == 1:
+                    if len(header) < 16:
+                        break
+                    box_size = struct.unpack(">Q", header[8:16])[0]
+                elif box_size == 0:
+                    box_size = size_bytes - offset
+                if box_size < 8:
+                    return None  # not a sane box: corrupt rather than cut short
+                seen.add(box_type)
+                if offset + box_size > size_bytes:
+                    name = box_type.decode("latin-1")
+                    missing = "" if b"moov" in seen else ", and no 'moov' index came before it"
+                    return (f"its '{name}' box needs {box_size} bytes but only "
+                            f"{size_bytes - offset} remain{missing}")
+                offset += box_size
+    except OSError as error:
+        LOGGER.debug("%s: cannot check for truncation: %s", path, error)
+        return None
+    if not seen or b"moov" in seen or b"moof" in seen:
+        return None
+    return "no 'moov' index box"
 
 
 def natural_sort_key(path: Path) -> tuple:

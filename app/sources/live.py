@@ -31,6 +31,13 @@ LOGGER = logging.getLogger(__name__)
 _POLL_S = 0.05
 # Nominal interval used only when a stream states no frame rate.
 _DEFAULT_FRAME_INTERVAL_S = 1.0 / 25.0
+# A read (or an open) that fails after at least this fraction of the read timeout failed
+# because the timeout expired, whatever FFmpeg calls the error: an RTSP server that accepts the
+# connection and then sends nothing makes FFmpeg report "Invalid data found when processing
+# input" (AVERROR_INVALIDDATA) once its socket timeout ends the wait (measured at open with
+# PyAV 18.1 / libavformat 62.12; tests/reliability/test_counting_sources.py).
+_TIMED_OUT_FRACTION = 0.9
+_TIMEOUT_ERRORS = (av.error.ExitError, av.error.TimeoutError, av.error.InvalidDataError)
 
 Opener = Callable[[], "tuple[Any, Any]"]
 
@@ -50,7 +57,9 @@ class LiveSource:
     first frame; within one connection it follows the stream's PTS; the first frame after a
     reconnect is placed at the wall-clock time since the first frame (or just after the
     previous frame if that is later), so times keep increasing across reconnects and stay
-    close to real elapsed time, which downstream tracking and dwell times rely on.
+    close to real elapsed time, which downstream tracking and dwell times rely on. Timestamps
+    re-based because they failed to increase are logged and counted in
+    :attr:`timestamp_repairs`.
 
     The first connection is made in the constructor (so a bad URL fails at once). Iterating
     starts the reader thread. The reader declares the connection lost when the stream ends,
@@ -102,6 +111,11 @@ class LiveSource:
         self.stats.connection_state = "connected"
         LOGGER.info("%s: connected (%s fps)", self.name,
                     f"{self.fps:.2f}" if self.fps else "unknown")
+
+    @property
+    def timestamp_repairs(self) -> int:
+        """Frames whose stream time failed to increase and was re-based (each one logged)."""
+        return self._clock.repairs
 
     # ---- consumer side ------------------------------------------------------------------
 
@@ -212,18 +226,23 @@ class LiveSource:
                         self.stats.reconnect_attempt = 0
                     if stalled():
                         # Packets arrive (buffered leftovers, other streams) but no new picture.
-                        return frames, f"no new video frame for {self.config.timeout_s:g} s"
+                        return frames, (f"the stream stalled: no new video frame for "
+                                        f"{self.config.timeout_s:g} s")
                     read_started_s = time.monotonic()
                 return frames, "stream ended"
-            except (av.error.ExitError, av.error.TimeoutError) as error:
+            except _TIMEOUT_ERRORS as error:
+                read_s = time.monotonic() - read_started_s
+                if (isinstance(error, av.error.InvalidDataError)
+                        and read_s < _TIMED_OUT_FRACTION * self.config.read_timeout_s):
+                    return frames, self._describe(error)  # really bad data, not a wait
                 LOGGER.debug("%s: read timed out %.2f s after the last fresh frame: %s",
                              self.name, time.monotonic() - last_fresh_frame_s,
                              self._describe(error))
                 if self._closed.is_set():
                     return frames, "closed"
                 if stalled():
-                    return frames, (f"no new video frame for {self.config.timeout_s:g} s "
-                                    f"({self._describe(error)})")
+                    return frames, (f"the stream stalled: no new video frame for "
+                                    f"{self.config.timeout_s:g} s ({self._describe(error)})")
             except (av.FFmpegError, OSError) as error:
                 return frames, self._describe(error)
 
@@ -319,17 +338,33 @@ def open_stream(url: str, config: SourceConfig) -> LiveSource:
     """A live network stream (RTSP/RTMP/HTTP/UDP/TCP URL); see :class:`LiveSource`.
 
     FFmpeg options from :func:`app.sources.spec.stream_options` (TCP for RTSP, socket timeout
-    ``config.timeout_s``) plus PyAV's open/read timeout of the same length. The source's
-    ``name`` is the URL with any password masked.
+    ``config.read_timeout_s``) plus PyAV's open/read timeout. The source's ``name`` is the URL
+    with any password masked.
+
+    An open that fails only once the read timeout has expired is reported as a stall ("no data
+    from URL for N s"), whatever FFmpeg called it: a server that accepts the connection and
+    never answers makes FFmpeg's RTSP client report "Invalid data found when processing input".
     """
     name = mask_credentials(url)
     secret = password_of(url)
     options = stream_options(url, config)
 
     def opener() -> tuple[Any, Any]:
-        return open_video_stream(url, name, options=options,
-                                 timeout_s=(config.timeout_s, config.read_timeout_s),
-                                 scrub=secret)
+        started_s = time.monotonic()
+        try:
+            return open_video_stream(url, name, options=options,
+                                     timeout_s=(config.timeout_s, config.read_timeout_s),
+                                     scrub=secret)
+        except SourceError as error:
+            waited_s = time.monotonic() - started_s
+            if (not isinstance(error.__cause__, _TIMEOUT_ERRORS)
+                    or waited_s < _TIMED_OUT_FRACTION * config.read_timeout_s):
+                raise
+            raise SourceError(
+                f"cannot open {name}: no data from the stream for {waited_s:.1f} s: it stalled, "
+                "or the server accepted the connection and never answered; check that the "
+                "camera or server is running and not overloaded"
+            ) from error
 
     return LiveSource(name, opener, config, raw_target=url, secret=secret)
 
