@@ -64,7 +64,8 @@ from app.counting import (
     ZoneSpec,
 )
 from app.frames import Frame, FrameSource
-from app.video_writer import VideoWriter, VideoWriterConfig
+from app.sinks import EventSinkError
+from app.video_writer import VideoWriter, VideoWriterConfig, VideoWriterError
 
 __all__ = [
     "STAGES",
@@ -120,7 +121,11 @@ class PipelineConfig:
         result_queue_frames: inferred frames waiting for the output stage (>= 1).
         drop_oldest: ``None`` follows the source (drop on live sources, never on files);
             ``True``/``False`` forces the policy.
-        max_frames: stop after this many frames from the source (``None``: all).
+        max_frames: stop after this many processed frames (``None``: all). Without drops
+            (files, folders) these are the first ``max_frames`` frames of the source, and no
+            more are read. With drop-oldest (live sources) frames dropped before inference do
+            not count: the run ends once ``max_frames`` frames have been inferred (and are then
+            output), however many were captured (issue 11).
         render: draw annotated frames; ``None`` draws only when ``video_output`` is set. The GUI
             and ``--show`` set it.
         video_output: write the annotated video here (``None``: no video).
@@ -193,11 +198,51 @@ class TrackerLike(Protocol):
 
 
 class EventSinkLike(Protocol):
-    """What the pipeline needs from an event sink (``app.sinks.open_event_sink``)."""
+    """What the pipeline needs from an event sink (``app.sinks.open_event_sink``).
+
+    Sinks are isolated from each other. ``write_many`` and ``close`` raise
+    :class:`app.sinks.EventSinkError` when the sink fails (disk full, file removed...): the
+    pipeline then logs that failure once, writes nothing more to that sink, counts the events it
+    did not get and reports it in :attr:`PipelineReport.sink_errors`, while the other sinks get
+    every event and counting goes on. Any other exception from a sink is a bug and ends the run.
+
+    Optional members, read with ``getattr``: ``failure`` (``EventSinkError | None``, as
+    :attr:`app.sinks.EventSink.failure`; must be cheap) is read once per output frame, so a
+    failure in a sink's background thread is noticed within a frame, not at the next event;
+    ``events_written`` (``int``) tells how much of a failed batch got through; ``path`` names the
+    sink in messages.
+    """
 
     def write_many(self, events: Sequence[CountEvent]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@dataclass
+class _SinkState:
+    """An event sink and what the pipeline knows of its health (see :class:`EventSinkLike`)."""
+
+    sink: EventSinkLike
+    error: BaseException | None = None
+    events_lost: int = 0  # events of the run this sink did not get, once it failed
+
+    @property
+    def name(self) -> str:
+        path = getattr(self.sink, "path", None)
+        return str(path) if path is not None else repr(self.sink)
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        logger.error("event sink failed: %s; the other sinks and counting go on", self._named(error))
+
+    def describe(self) -> str:
+        """One line for the report: file, error, events lost."""
+        return f"{self._named(self.error)} ({self.events_lost} events not written to it)"
+
+    def _named(self, error: BaseException | None) -> str:
+        """The error's message, prefixed with the sink's name unless the message has it."""
+        message = str(error)
+        return message if self.name in message else f"{self.name}: {message}"
 
 
 Detect = Callable[[np.ndarray], sv.Detections]
@@ -285,7 +330,9 @@ class PipelineStats:
         frames_out: frames through the output stage (events written, drawn, encoded).
         frames_dropped: frames dropped by drop-oldest (live sources) before inference.
         frames_discarded: frames decoded but discarded on stop (not inferred, no events).
-        timestamp_repairs: frames whose timestamp or index went backwards and were repaired.
+        timestamp_repairs: frames whose timestamp or index went backwards and were repaired,
+            by the source (``source.timestamp_repairs``, when it has one) or by the pipeline;
+            each repair is logged (the first as a warning).
         reconnects: reconnections of the source (``source.stats``).
         corrupt_frames: frames the source reported as corrupt.
         connection_state: the source's state (``connecting``, ``connected``, ...).
@@ -364,8 +411,17 @@ class PipelineReport:
         stats: final statistics.
         lines, zones: final counts.
         events_total: events produced (including zone exits at the end of the stream).
-        video_output: path of the annotated video, if one was written.
-        video_frames: frames written to it.
+        sink_errors: one line per event sink that failed during the run: its file, the error and
+            how many events it did not get (see :class:`EventSinkLike`); empty when every sink
+            got every event. The run goes on (and its status is unaffected) when a sink fails,
+            so a caller that needs the events files complete checks this.
+        video_output: path of the annotated video, if one was written: the requested path, or,
+            after a video failure, the playable partial file that was kept
+            (:func:`app.video_writer.partial_path_for`); ``None`` if there is none.
+        video_frames: frames handed to the encoder (after a failure the partial file may hold
+            fewer: it plays up to its last complete fragment).
+        video_error: why the video could not be written (the run went on counting without it;
+            the message says where the partial video is, if any), else ``None``.
         error: ``"<ExceptionType>: message"`` of the exception that ended the run, else ``None``.
     """
 
@@ -375,8 +431,10 @@ class PipelineReport:
     lines: tuple[LineCounts, ...]
     zones: tuple[ZoneCounts, ...]
     events_total: int
+    sink_errors: tuple[str, ...]
     video_output: str | None
     video_frames: int
+    video_error: str | None
     error: str | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -399,6 +457,9 @@ class PipelineReport:
         ]
         if self.video_output:
             lines.append(f"video: {self.video_output} ({self.video_frames} frames)")
+        if self.video_error:
+            lines.append(f"video error: {self.video_error}")
+        lines.extend(f"event sink failed: {line}" for line in self.sink_errors)
         if self.error:
             lines.append(f"error: {self.error}")
         return "\n".join(lines)
@@ -590,6 +651,7 @@ class Pipeline:
         self.detector = detector
         self.tracker = tracker
         self._sinks = list(event_sinks)
+        self._sink_state_list = [_SinkState(sink) for sink in self._sinks]
         self._class_names = class_names
         self._drop_oldest = source.is_live if self.config.drop_oldest is None else self.config.drop_oldest
         self._render = (
@@ -632,6 +694,7 @@ class Pipeline:
         self.counting_changes = 0
         self._writer: VideoWriter | None = None
         self._video_frames = 0
+        self._video_error: str | None = None  # set once the video failed; encoding stops
         self._resized_frames = 0
         self._threads: list[threading.Thread] = []
         self._generator_started = False
@@ -708,7 +771,7 @@ class Pipeline:
             frames_out=self._frames_out,
             frames_dropped=self._frames_dropped,
             frames_discarded=self._frames_discarded,
-            timestamp_repairs=self._clock.repairs,
+            timestamp_repairs=self._clock.repairs + _source_timestamp_repairs(self.source),
             reconnects=int(getattr(source_stats, "reconnects", 0)),
             corrupt_frames=int(getattr(source_stats, "frames_corrupt", 0)),
             connection_state=str(getattr(source_stats, "connection_state", "")),
@@ -825,7 +888,9 @@ class Pipeline:
                 meter.record(t1 - t0, t1)
                 self._frames_in += 1
                 self._enqueue_captured(_Captured(frame, t1, t1 - t0))
-                if self.config.max_frames is not None and self._frames_in >= self.config.max_frames:
+                # With drop-oldest, max_frames counts inferred frames (see _inference_loop).
+                if (not self._drop_oldest and self.config.max_frames is not None
+                        and self._frames_in >= self.config.max_frames):
                     logger.info("pipeline: max_frames=%d reached", self.config.max_frames)
                     break
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
@@ -883,7 +948,15 @@ class Pipeline:
                     break
                 inferred = self._infer(item)
                 self._frames_inferred += 1
-                if not self._put_blocking(self._result_q, inferred) or end_follows:
+                limit_reached = self._drop_oldest and self.config.max_frames is not None and (
+                    self._frames_inferred >= self.config.max_frames)
+                if limit_reached:  # drop-oldest: max_frames counts processed frames
+                    logger.info("pipeline: max_frames=%d frames processed (%d captured, %d dropped)",
+                                self.config.max_frames, self._frames_in, self._frames_dropped)
+                    self._stop_event.set()  # capture stops; frames still queued are discarded
+                    if self.source.is_live:
+                        self._close_source_quietly()  # unblock a capture waiting for a frame
+                if not self._put_blocking(self._result_q, inferred) or end_follows or limit_reached:
                     break
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
             self._record_error(exc, "inference")
@@ -1056,26 +1129,85 @@ class Pipeline:
         )
 
     def _write_events(self, events: Sequence[CountEvent]) -> None:
-        if not events:
-            return
+        """Write one frame's events to every healthy sink.
+
+        Called for every output frame, with or without events: it first reads each sink's
+        ``failure`` (an attribute read, no system call), so a sink that failed in its background
+        thread is noticed within a frame. A failed sink is isolated (see :class:`EventSinkLike`):
+        logged once, skipped from then on, its lost events counted.
+
+        Raises:
+            Exception: whatever a sink raises other than ``EventSinkError`` (a bug).
+        """
         self._events_total += len(events)
-        for sink in self._sinks:
-            sink.write_many(events)
+        for state in self._sink_states():
+            if state.error is None:
+                failure = getattr(state.sink, "failure", None)
+                if isinstance(failure, BaseException):
+                    state.fail(failure)
+            if state.error is not None:
+                state.events_lost += len(events)
+                continue
+            if not events:
+                continue
+            written_before = getattr(state.sink, "events_written", None)
+            try:
+                state.sink.write_many(events)
+            except EventSinkError as exc:
+                written_after = getattr(state.sink, "events_written", None)
+                delivered = (written_after - written_before
+                             if isinstance(written_before, int) and isinstance(written_after, int) else 0)
+                state.events_lost += len(events) - delivered
+                state.fail(exc)
+
+    def _sink_states(self) -> list[_SinkState]:
+        """The event sinks with their health, one entry per sink."""
+        return self._sink_state_list
+
+    def _close_sinks(self, failures: list[BaseException]) -> None:
+        """Close every event sink. A sink's ``EventSinkError`` is that sink's failure (reported
+        in ``sink_errors``, not raised); any other exception goes to ``failures``."""
+        for state in self._sink_states():
+            try:
+                state.sink.close()
+            except EventSinkError as exc:
+                if state.error is None:
+                    state.fail(exc)
+                else:  # the failure already reported, raised again by close()
+                    logger.debug("closing the failed event sink %s: %s", state.name, exc)
+            except Exception as exc:  # noqa: BLE001 - every resource gets closed; errors are reported
+                failures.append(exc)
+                logger.error("closing the event sink %s failed: %s: %s", state.name, type(exc).__name__, exc)
 
     def _encode(self, image: np.ndarray) -> None:
-        if self._writer is None:
-            self._writer = self._open_writer(image)
-        expected_wh = self._writer.frame_size_wh
-        if (image.shape[1], image.shape[0]) != expected_wh:
-            (logger.debug if self._resized_frames else logger.warning)(
-                "frame size changed to %dx%d; resizing to the video's %dx%d",
-                image.shape[1], image.shape[0], *expected_wh)
-            self._resized_frames += 1
-            image = cv2.resize(image, expected_wh, interpolation=cv2.INTER_AREA)
-        self._writer.write(image)
-        self._video_frames = self._writer.frames_written
+        """Write one annotated frame to the video. A video failure (the file cannot be created,
+        the disk is full) is logged once and recorded for the report; from then on frames are
+        not encoded, and detection, tracking, counting and the event sinks go on to the end."""
+        if self._video_error is not None:
+            return
+        try:
+            if self._writer is None:
+                self._writer = self._open_writer(image)
+            expected_wh = self._writer.frame_size_wh
+            if (image.shape[1], image.shape[0]) != expected_wh:
+                (logger.debug if self._resized_frames else logger.warning)(
+                    "frame size changed to %dx%d; resizing to the video's %dx%d",
+                    image.shape[1], image.shape[0], *expected_wh)
+                self._resized_frames += 1
+                image = cv2.resize(image, expected_wh, interpolation=cv2.INTER_AREA)
+            self._writer.write(image)
+        except VideoWriterError as exc:
+            self._video_error = str(exc)
+            logger.error("video output failed; counting goes on without the video: %s", exc)
+        if self._writer is not None:
+            self._video_frames = self._writer.frames_written
 
     def _open_writer(self, image: np.ndarray) -> VideoWriter:
+        """Open the video writer for frames the size of ``image``.
+
+        Raises:
+            VideoWriterError: the file or the encoder cannot be opened.
+        """
         fps = self.config.output_fps or self.source.fps
         if not fps:
             fps = self.config.fallback_fps
@@ -1099,10 +1231,16 @@ class Pipeline:
             self._discard_captured()  # a frame the capture thread queued after inference stopped
         if not self._threads[1].is_alive():
             self._finish_zones(failures)
-        for sink in self._sinks:
-            _close_collecting(sink, failures, "event sink")
-        if self._writer is not None:
-            _close_collecting(self._writer, failures, "video writer")
+        self._close_sinks(failures)
+        if self._writer is not None:  # finalized and renamed onto video_output, or kept partial
+            try:
+                self._writer.close()
+            except VideoWriterError as exc:  # a video failure does not fail the run: reported
+                self._video_error = str(exc)
+                logger.error("video output failed: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - every resource gets closed; reported
+                failures.append(exc)
+                logger.error("closing the video writer failed: %s: %s", type(exc).__name__, exc)
         _close_collecting(self.source, failures, "source")
         self._ended_at = time.perf_counter()
 
@@ -1115,8 +1253,11 @@ class Pipeline:
             lines=tuple(LineCounts.of(line) for line in self._lines),
             zones=tuple(ZoneCounts.of(zone) for zone in self._zones),
             events_total=self._events_total,
-            video_output=str(self.config.video_output) if self._writer is not None else None,
+            sink_errors=tuple(state.describe() for state in self._sink_states() if state.error is not None),
+            video_output=(str(self._writer.output_path)
+                          if self._writer is not None and self._writer.output_path is not None else None),
             video_frames=self._video_frames,
+            video_error=self._video_error,
             error=None if error is None else f"{type(error).__name__}: {error}",
         )
         (logger.error if status == STATUS_FAILED else logger.info)("pipeline %s", self.report.summary())
@@ -1182,6 +1323,13 @@ class Pipeline:
             self.source.close()
         except Exception as exc:  # noqa: BLE001 - closing to unblock; closed again in shutdown
             logger.debug("closing %s: %s", self.source.name, exc)
+
+
+def _source_timestamp_repairs(source: FrameSource) -> int:
+    """Timestamp repairs the source made itself (``app.sources`` re-base times that fail to
+    increase, and log each repair); 0 for a source without the counter."""
+    repairs = getattr(source, "timestamp_repairs", 0)
+    return repairs if isinstance(repairs, int) and not isinstance(repairs, bool) else 0
 
 
 def _pixel_specs(configs: Sequence[CountingConfig], width: int, height: int) -> dict[str, LineSpec | ZoneSpec]:

@@ -19,6 +19,9 @@ from app.counting import EVENT_FIELDS, CountEvent, Direction
 from app.sinks import (
     CsvEventSink,
     EventSinkError,
+    EventsFileExistsError,
+    EventsMode,
+    ForeignEventsFileError,
     JsonlEventSink,
     SqliteEventSink,
     UnsupportedEventFileError,
@@ -73,23 +76,60 @@ def test_unknown_extension_is_refused_with_the_supported_list(tmp_path: Path, na
 
 
 @pytest.mark.parametrize("extension", EXTENSIONS)
-def test_append_keeps_old_events_and_overwrite_drops_them(tmp_path: Path, extension: str) -> None:
+def test_append_is_the_default_and_keeps_old_events(tmp_path: Path, extension: str) -> None:
     path = tmp_path / f"events.{extension}"
     with open_event_sink(path) as sink:
         sink.write_many(EVENTS[:2])
-    with open_event_sink(path, append=True) as sink:
+    with open_event_sink(path) as sink:
+        assert sink.mode is EventsMode.APPEND
         sink.write_many(EVENTS[2:])
     assert read_events(path) == EVENTS
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+@pytest.mark.parametrize("mode", [EventsMode.OVERWRITE, "overwrite"])
+def test_overwrite_drops_old_events(tmp_path: Path, extension: str, mode: EventsMode | str) -> None:
+    path = tmp_path / f"events.{extension}"
     with open_event_sink(path) as sink:
+        sink.write_many(EVENTS[:2])
+    with open_event_sink(path, mode=mode) as sink:
+        sink.write(EVENTS[3])
+    assert read_events(path) == [EVENTS[3]]
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+def test_new_refuses_an_existing_file_and_leaves_it_unchanged(tmp_path: Path, extension: str) -> None:
+    path = tmp_path / f"events.{extension}"
+    with open_event_sink(path, mode="new") as sink:  # a missing file is fine
+        sink.write_many(EVENTS[:2])
+    before = path.read_bytes()
+    with pytest.raises(EventsFileExistsError, match=r"events\..*'new'.*--events-mode"):
+        open_event_sink(path, mode="new")
+    assert path.read_bytes() == before
+    assert read_events(path) == EVENTS[:2]
+
+
+@pytest.mark.parametrize("extension", ["csv", "jsonl"])
+def test_new_accepts_an_existing_empty_file(tmp_path: Path, extension: str) -> None:
+    path = tmp_path / f"events.{extension}"
+    path.touch()
+    with open_event_sink(path, mode=EventsMode.NEW) as sink:
         sink.write(EVENTS[0])
     assert read_events(path) == EVENTS[:1]
+
+
+@pytest.mark.parametrize("mode", ["APPEND", "replace", "", None, True])
+def test_invalid_mode_is_refused_naming_the_allowed_values(tmp_path: Path, mode: object) -> None:
+    with pytest.raises(ValueError, match="'append', 'new', 'overwrite'"):
+        open_event_sink(tmp_path / "events.csv", mode=mode)  # type: ignore[arg-type]
+    assert not (tmp_path / "events.csv").exists()
 
 
 def test_csv_append_to_a_foreign_csv_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "other.csv"
     path.write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(EventSinkError, match="header"):
-        open_event_sink(path, append=True)
+    with pytest.raises(ForeignEventsFileError, match="header.*--events-mode overwrite"):
+        open_event_sink(path)
     assert path.read_text() == "a,b,c\n1,2,3\n"
 
 
@@ -177,6 +217,16 @@ def test_background_sync_error_surfaces_on_next_write(
         sink.write(EVENTS[1])
     with pytest.raises(EventSinkError, match="fsync failed"):
         sink.close()
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+def test_a_healthy_sink_reports_no_failure(tmp_path: Path, extension: str) -> None:
+    with open_event_sink(tmp_path / f"events.{extension}", sync_interval_s=0.01) as sink:
+        sink.write_many(EVENTS)
+        time.sleep(0.05)  # let the background sync run
+        assert sink.failure is None
+        sink.check()  # does not raise
+    assert sink.failure is None
 
 
 def test_invalid_sync_interval_is_refused(tmp_path: Path) -> None:

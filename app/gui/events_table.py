@@ -41,7 +41,8 @@ def export_events_csv(events: Iterable[CountEvent], path: str | Path) -> int:
     if path.suffix.lower() != ".csv":
         raise UnsupportedEventFileError(f"{path}: export writes CSV; use a file name ending in .csv")
     events = list(events)
-    with open_event_sink(path) as sink:
+    # The user picked the file in a save dialog, which asked before replacing it.
+    with open_event_sink(path, mode="overwrite") as sink:
         sink.write_many(events)
     return len(events)
 

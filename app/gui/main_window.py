@@ -410,6 +410,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(
                 f"{report.status}: {report.stats.frames_out} frames, {report.events_total} events"
                 + (f", video {report.video_output}" if report.video_output else ""), 10000)
+            if report.video_error:  # the run counted to its end without the recording
+                self.show_error("Recording failed", report.video_error)
         self._refresh_status()
 
     def _on_thread_finished(self) -> None:
