@@ -184,6 +184,9 @@ def _track_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, metavar="OUT.mp4", help="write the annotated video here")
     parser.add_argument("--events", type=Path, action="append", default=[], metavar="FILE",
                         help="write count events as they happen to FILE.csv, .jsonl or .sqlite (repeatable)")
+    parser.add_argument("--events-mode", choices=("append", "new", "overwrite"), default="append",
+                        help="an events file that already exists: append to it after checking it holds "
+                        "our events (default), refuse it (new), or empty it first (overwrite)")
     parser.add_argument("--report", type=Path, metavar="FILE.json", help="write the final report as JSON")
     parser.add_argument("--show", action="store_true", help="show the annotated frames in a window (q to stop)")
     parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
@@ -256,17 +259,29 @@ def resolve_classes(tokens: Sequence[str] | None, names: Sequence[str]) -> tuple
 
 
 def _check_output_paths(args: argparse.Namespace) -> None:
+    """Extensions, then :func:`app.paths.check_run_paths` (no output is the input or another
+    output; every output folder is writable), then the display for ``--show``, all before
+    anything is opened or written."""
+    from app.paths import RunOutput, check_run_paths
+
     if args.output is not None and args.output.suffix.lower() not in VIDEO_SUFFIXES:
         raise UserInputError(f"--output {args.output}: use a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
     supported = (".csv", ".jsonl", ".ndjson", ".sqlite", ".sqlite3", ".db")
     for path in args.events:
         if path.suffix.lower() not in supported:
             raise UserInputError(f"--events {path}: unsupported extension {path.suffix!r}; use one of {', '.join(supported)}")
-    outputs = [p.resolve() for p in (*args.events, *( [args.output] if args.output else []))]
-    if len(set(outputs)) != len(outputs):
-        raise UserInputError("--output and --events must name different files")
-    if args.show and sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise UserInputError("--show needs a display (DISPLAY or WAYLAND_DISPLAY is not set); use --output instead")
+    outputs = [RunOutput("--output", args.output)] if args.output is not None else []
+    outputs += [RunOutput("--events", path) for path in args.events]
+    if args.report is not None:
+        outputs.append(RunOutput("--report", args.report))
+    source = Path(args.source)
+    check_run_paths(source if source.exists() else None, outputs)
+    if args.show:
+        from app.display import display_problem
+
+        problem = display_problem()
+        if problem is not None:
+            raise UserInputError(f"--show cannot open a window: {problem}; use --output instead")
 
 
 def _load_detector(args: argparse.Namespace) -> Any:
@@ -301,13 +316,13 @@ def _open_source(spec: str) -> Any:
         raise
 
 
-def _open_sinks(paths: Sequence[Path]) -> list[Any]:
+def _open_sinks(paths: Sequence[Path], mode: str) -> list[Any]:
     from app.sinks import open_event_sink
 
     sinks: list[Any] = []
     try:
         for path in paths:
-            sinks.append(open_event_sink(path))
+            sinks.append(open_event_sink(path, mode=mode))
     except BaseException:
         for sink in sinks:
             sink.close()
@@ -427,30 +442,45 @@ def _configure_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
 
 
-class _SigintStops:
-    """While installed: the first Ctrl-C stops the pipeline cleanly (``stop()``), a second one
-    raises ``KeyboardInterrupt`` (files are still finalized). Only in the main thread."""
+#: Signals that stop a run cleanly: Ctrl-C; ``docker stop``, ``systemctl stop`` and ``kill``
+#: (SIGTERM); a closed terminal or ssh session (SIGHUP).
+STOP_SIGNALS: tuple[int, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class _StopSignals:
+    """While installed (main thread only): the first of :data:`STOP_SIGNALS` stops the pipeline
+    cleanly (``stop()``: queued frames are written out, the events file and the video are
+    finalized, the report is written); a second one raises ``KeyboardInterrupt``, which still
+    finalizes the files but skips the frames not yet output. ``received`` is the first signal's
+    number, or ``None``."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
-        self.received = False
-        self._previous: Any = None
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _SigintStops:
+    def __enter__(self) -> _StopSignals:
         if _in_main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._on_sigint)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._on_signal)
         return self
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        self.received = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(f"\n{PROG}: stopping... (Ctrl-C again to abort)", file=sys.stderr)
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        name = signal.Signals(signum).name
+        logger.warning("%s received: stopping (finishing the files); send it again to abort", name)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"\n{PROG}: {name}: stopping... (again to abort)", file=sys.stderr)
         self._pipeline.stop()
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def _in_main_thread() -> bool:
@@ -460,7 +490,7 @@ def _in_main_thread() -> bool:
 
 
 def _run_track(argv: Sequence[str]) -> int:
-    args = _track_parser().parse_args(argv)
+    args = _track_parser().parse_args(_attach_dash_values(argv, ("--line",)))
     _configure_logging(args.verbose)
     counting = _counting_from_args(args.line, args.zones)
     _check_output_paths(args)
@@ -471,7 +501,7 @@ def _run_track(argv: Sequence[str]) -> int:
     sinks: list[Any] = []
     try:
         detector = _load_detector(args)
-        sinks = _open_sinks(args.events)
+        sinks = _open_sinks(args.events, args.events_mode)
         config = PipelineConfig(
             video_output=args.output,
             render=bool(args.output is not None or args.show),
@@ -496,9 +526,9 @@ def _run_track(argv: Sequence[str]) -> int:
             window.show(result)
 
     interrupted = False
-    sigint = _SigintStops(pipeline)
+    stop_signals = _StopSignals(pipeline)
     try:
-        with sigint, _logging_around(progress):
+        with stop_signals, _logging_around(progress):
             pipeline.run(on_result)
     except KeyboardInterrupt:
         interrupted = True
@@ -507,18 +537,62 @@ def _run_track(argv: Sequence[str]) -> int:
         if window is not None:
             window.close()
         if pipeline.report is not None:
-            _print_report(pipeline.report, args.report)
-    # Ctrl-C is the usual way to end a live stream, but the exit status says it happened;
-    # q in the --show window is an ordinary end.
-    return EXIT_INTERRUPTED if interrupted or sigint.received else EXIT_OK
+            _write_report(pipeline.report, args.report, counting_given=bool(counting.names))
+    # Ctrl-C is the usual way to end a live stream, but the exit status says it happened
+    # (130, or 128 + the signal's number for SIGTERM/SIGHUP); q in the --show window is an
+    # ordinary end.
+    if stop_signals.received is not None:
+        return 128 + stop_signals.received
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILURE if pipeline.report is not None and _output_failures(pipeline.report) else EXIT_OK
 
 
-def _print_report(report: PipelineReport, json_path: Path | None) -> None:
-    print(format_counts(report))
-    print(report.summary())
+def _output_failures(report: PipelineReport) -> list[str]:
+    """One line per output that failed while counting went on (an events file, the video)."""
+    failures = [f"events: {line}" for line in getattr(report, "sink_errors", ()) or ()]
+    video_error = getattr(report, "video_error", None)
+    if video_error:
+        failures.append(f"video: {video_error}")
+    return failures
+
+
+def _write_report(report: PipelineReport, json_path: Path | None, counting_given: bool) -> None:
+    """The JSON report first (atomically: a complete file or none), then the counts and summary
+    on stdout, then one line on stderr per output that failed. A terminal that is gone (after
+    SIGHUP) does not stop the JSON report from being written."""
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+        _write_json_atomically(json_path, report.to_dict())
+    counts = format_counts(report)
+    if counting_given and not report.lines and not report.zones:
+        counts = "no frame was processed: nothing counted"
+    try:
+        print(counts)
+        print(report.summary())
+    except OSError as exc:  # stdout closed (terminal gone): the files are what matters
+        logger.warning("cannot print the counts: %s", exc)
+    for failure in _output_failures(report):
+        with contextlib.suppress(OSError):
+            print(f"{PROG}: error: {failure}", file=sys.stderr)
+
+
+def _write_json_atomically(path: Path, data: Any) -> None:
+    """Write ``path`` through a temporary sibling renamed onto it: never a half-written file.
+
+    Raises:
+        UserInputError: the file cannot be written (one line naming it).
+    """
+    from app.paths import describe_os_error
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise UserInputError(f"--report {path}: cannot write it: {describe_os_error(exc)}") from exc
 
 
 # ------------------------------------------------------------------------------ dispatch
@@ -561,12 +635,38 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ("app.sinks", "UnsupportedEventFileError"),
         ("app.video_writer", "VideoWriterError"),
         ("app.pipeline", "PipelineConfigError"),
+        ("app.paths", "RunPathError"),
     ):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):  # a package not importable: nothing to add
             pass
     return tuple(errors)
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """One line: the path(s) Python attached, then the reason (``Permission denied``...)."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc)
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def _attach_dash_values(argv: Sequence[str], options: Sequence[str]) -> list[str]:
+    """``--line -1,0,5,5`` -> ``--line=-1,0,5,5``: argparse takes a value that starts with a
+    dash for an option and says "expected one argument"; attached, the value reaches our own
+    check, which explains what is wrong with it."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item in options and i + 1 < len(items) and items[i + 1].startswith("-") and items[i + 1][1:2].isdigit():
+            out.append(f"{item}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(item)
+        i += 1
+    return out
 
 
 def _usage() -> str:
@@ -599,6 +699,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _known_errors() as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{label}: error: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:  # a user path that cannot be read or written (full disk, permissions)
+        logger.debug("%s failed", label, exc_info=exc)
+        print(f"{label}: error: {_describe_os_error(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the main window and run the Qt event loop; returns the exit status (0 when the
-    window was closed normally, 2 on a usage error)."""
+    window was closed normally, 1 when no display can be reached, 2 on a usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
@@ -49,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from app.display import display_problem
+
+    problem = display_problem(for_qt=True)
+    if problem is not None:  # Qt would abort the process (SIGABRT) without a word of ours
+        print(f"{PROG}: error: cannot open a window: {problem}; run it on a desktop session "
+              "(or over ssh -X), or use the command line: yolov7-track SOURCE --output OUT.mp4",
+              file=sys.stderr)
+        return EXIT_FAILURE
 
     from PyQt6.QtWidgets import QApplication
 
@@ -70,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_INTERRUPTED if interrupted() else status
 
 
+EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
 

@@ -40,6 +40,7 @@ from PyQt6.QtGui import QImage
 
 from app.counting import CountEvent, CountingConfig
 from app.frames import FrameSource
+from app.paths import RunOutput, check_run_paths
 from app.gui.settings import GuiSettings, SettingsError, TrackerSettings
 from app.pipeline import FrameResult, LineCounts, Pipeline, PipelineConfig, PipelineReport, PipelineStats, TrackerLike, ZoneCounts
 
@@ -417,6 +418,10 @@ class PipelineWorker(QObject):
 
     def _build(self) -> Pipeline | None:
         request = self.request
+        if request.video_output is not None:  # the same rule as the CLI: never write over the input
+            source_path = Path(request.source)
+            check_run_paths(source_path if source_path.exists() else None,
+                            [RunOutput("video output", request.video_output)])
         detector = self._detector_factory(request.settings)
         if self._stop.is_set():
             return None
