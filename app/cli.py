@@ -190,6 +190,9 @@ def _track_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, metavar="FILE.json", help="write the final report as JSON")
     parser.add_argument("--show", action="store_true", help="show the annotated frames in a window (q to stop)")
     parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
+    parser.add_argument("--vid-stride", type=_positive_int, default=1, metavar="N",
+                        help="detect every N-th frame only (1: all); tracking and counting keep the true "
+                        "timestamps, and a crossing needs about 4*N frames to count")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, including one line per count event")
@@ -305,15 +308,19 @@ def _make_tracker(name: str, fps: float | None) -> Any:
     return ByteTrack(frame_rate=frame_rate) if name == "bytetrack" else SORT(frame_rate=frame_rate)
 
 
-def _open_source(spec: str) -> Any:
+def _open_source(spec: str, vid_stride: int = 1) -> Any:
     from app.sources import SourceNotFoundError, open_source
+    from app.sources.stride import MAX_VID_STRIDE, StridedSource
 
+    if vid_stride > MAX_VID_STRIDE:
+        raise UserInputError(f"--vid-stride {vid_stride}: at most {MAX_VID_STRIDE}")
     try:
-        return open_source(spec)
+        source = open_source(spec)
     except SourceNotFoundError as exc:
         if spec.isidentifier():  # a bare word: perhaps a mistyped subcommand
             raise UserInputError(f"{exc} (commands: {', '.join(sorted(SUBCOMMANDS))})") from exc
         raise
+    return StridedSource(source, vid_stride) if vid_stride > 1 else source
 
 
 def _open_sinks(paths: Sequence[Path], mode: str) -> list[Any]:
@@ -497,7 +504,7 @@ def _run_track(argv: Sequence[str]) -> int:
 
     from app.pipeline import Pipeline, PipelineConfig
 
-    source = _open_source(args.source)
+    source = _open_source(args.source, args.vid_stride)
     sinks: list[Any] = []
     try:
         detector = _load_detector(args)
