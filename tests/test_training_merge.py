@@ -218,3 +218,98 @@ def test_traffic_description_on_the_shared_data():
     first_atl, first_coco = 0, sum(v for k, v in ranges.items() if k != "coco128")
     assert data.train.unlabelled_classes(first_atl) == {0, 1}        # persons, bicycles
     assert data.train.unlabelled_classes(first_coco) == frozenset()
+
+
+# ------------------------------------------------------------------- coarse labels (class groups)
+
+def test_a_list_of_targets_is_a_coarse_label_shared_by_sources(two_sources):
+    path = _write_yaml(two_sources,
+                       highway_extra="labels: [car, truck]",
+                       street_extra="others: drop")
+    text = path.read_text().replace("classes: {Car: car, Lorry: truck, Sign: null}",
+                                    "classes: {Car: [car, truck], Lorry: [truck, car], Sign: null}")
+    path.write_text(text)
+    data = load_data_config(path)
+    assert data.train.class_groups == ((1, 2),) == data.val.class_groups  # one group, order-free
+    highway = data.train.annotations(0)
+    assert sorted(highway.class_ids.tolist()) == [3, 3]                    # nc + 0, both boxes
+    assert data.description["sources"]["highway"]["classes"]["Car"] == ["car", "truck"]
+    assert data.description["class_groups"] == [["car", "truck"]]
+
+
+@pytest.mark.parametrize(("classes", "message"), [
+    ("{Car: [car, lorry], Lorry: truck, Sign: null}", "['lorry'] are not target classes"),
+    ("{Car: [car], Lorry: truck, Sign: null}", "two or more target classes"),
+])
+def test_malformed_coarse_labels_are_named(two_sources, classes, message):
+    path = _write_yaml(two_sources)
+    path.write_text(path.read_text().replace("classes: {Car: car, Lorry: truck, Sign: null}", f"classes: {classes}"))
+    with pytest.raises(DatasetError, match="source 'highway'") as info:
+        load_data_config(path)
+    assert message in str(info.value) and "'Car'" in str(info.value)
+
+
+def test_coarse_label_members_must_be_declared_labelled(two_sources):
+    path = _write_yaml(two_sources, highway_extra="labels: [car]")
+    path.write_text(path.read_text().replace("classes: {Car: car, Lorry: truck, Sign: null}",
+                                             "classes: {Car: [car, truck], Lorry: null, Sign: null}"))
+    with pytest.raises(DatasetError, match=r"\['truck'\].*'labels'"):
+        load_data_config(path)
+
+
+def _class_logits(values):
+    return torch.tensor([values], dtype=torch.float32, requires_grad=True)
+
+
+def test_coarse_class_loss_is_bce_for_one_member_and_lets_the_model_pick_for_several():
+    model = create_model("yolov7-tiny", len(TARGETS), training_head=True)
+    # group 0 = (car,), group 1 = (car, truck); class ids 3 and 4
+    loss = YOLOv7Loss(model.head, Hyperparameters(), 64, class_groups=[(1,), (1, 2)])
+    logits = _class_logits([-3.0, 0.5, 2.0])
+    plain = loss._class_loss(logits, torch.tensor([1]))
+    single = loss._class_loss(logits, torch.tensor([3]))
+    assert single.item() == pytest.approx(plain.item(), rel=1e-6)
+    # a truck-looking prediction of a "car or truck" box: the naive map (car) pushes the truck
+    # score down; the coarse label does not, and its loss is small
+    coarse = loss._class_loss(logits, torch.tensor([4]))
+    coarse.backward()
+    truck_grad_coarse = logits.grad[0, 2].item()
+    logits.grad = None
+    loss._class_loss(logits, torch.tensor([1])).backward()
+    assert logits.grad[0, 2].item() > 0.2                       # naive: lower the truck score
+    assert abs(truck_grad_coarse) < 0.05 and coarse.item() < 0.5 * plain.item()
+    # persons are not in the group: still taught as absent
+    logits = _class_logits([3.0, 2.0, 2.0])
+    loss._class_loss(logits, torch.tensor([4])).backward()
+    assert logits.grad[0, 0].item() > 0.2
+
+
+def test_coarse_assignment_cost_is_the_bce_cost_for_one_member():
+    from training.assign import _coarse_class_cost
+
+    p = torch.tensor([[[0.1, 0.7, 0.2], [0.3, 0.3, 0.6]]])                 # (B=1, C=2, nc=3)
+    log_not = torch.log1p(-p)
+    member = torch.tensor([[[0.0, 1.0, 0.0], [0.0, 1.0, 1.0]]])             # (B=1, G=2, nc)
+    cost = _coarse_class_cost(log_not, member)                             # (1, 2, 2)
+    bce = -(torch.log1p(-p).sum(-1) - torch.log1p(-p[..., 1]) + torch.log(p[..., 1]))
+    assert torch.allclose(cost[0, 0], bce[0], atol=1e-6)
+    either = -torch.log1p(-p[..., 0]) - torch.log(1 - (1 - p[..., 1]) * (1 - p[..., 2]))
+    assert torch.allclose(cost[0, 1], either[0], atol=1e-6)
+
+
+def test_training_step_with_coarse_labels_runs_and_evaluation_does_not_score_them(two_sources):
+    path = _write_yaml(two_sources)
+    path.write_text(path.read_text().replace("classes: {Car: car, Lorry: truck, Sign: null}",
+                                             "classes: {Car: [car, truck], Lorry: truck, Sign: null}"))
+    data = load_data_config(path)
+    dataset = TrainingDataset(data.train, 64, Hyperparameters(mosaic=1.0), seed=0)
+    images, targets, _, unlabelled = collate([dataset[i] for i in range(len(dataset))])
+    assert (targets[:, 1] == 3).any()                                  # a coarse box survived
+    model = create_model("yolov7-tiny", len(TARGETS), training_head=True).train()
+    out = YOLOv7Loss(model.head, Hyperparameters(), 64, class_groups=data.train.class_groups)(
+        model(images.float() / 255), targets, unlabelled)
+    assert torch.isfinite(out.total) and out.cls > 0
+    gt = coco_ground_truth(data.val)                                     # valid: one "Car" box
+    boxes = [(a["category_id"], a["iscrowd"]) for a in gt["annotations"]]
+    # crowd boxes: car and truck for the coarse box; person image-wide (highway leaves it unlabelled)
+    assert sorted(boxes) == [(1, 1), (2, 1), (3, 1)]

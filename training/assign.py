@@ -123,7 +123,8 @@ def _pad_groups(group: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, tor
 def simota_assign(raw_maps: list[torch.Tensor], targets: torch.Tensor, anchors_px: torch.Tensor,
                   strides: torch.Tensor, *, neighbour_offset: float = LEAD_NEIGHBOUR_OFFSET,
                   anchor_t: float = 4.0, topk: int = 10,
-                  iou_cost_weight: float = 3.0) -> list[LevelMatches]:
+                  iou_cost_weight: float = 3.0,
+                  class_member: torch.Tensor | None = None) -> list[LevelMatches]:
     """Assign predictions to targets (module docstring, steps 1-5).
 
     Args:
@@ -132,6 +133,11 @@ def simota_assign(raw_maps: list[torch.Tensor], targets: torch.Tensor, anchors_p
         targets: ``(N, 6)`` ``image, class, cx, cy, w, h`` in input pixels.
         anchors_px: ``(nl, na, 2)`` anchors in pixels. strides: ``(nl,)`` pixels.
         neighbour_offset, anchor_t, topk, iou_cost_weight: see the module docstring.
+        class_member: ``(nc + G, nc)`` membership of each class id, for coarse labels
+            (:mod:`training.merge`): a target of class ``nc + g`` is one of the classes of row
+            ``nc + g``, and its class cost is that of "one of them, none of the others":
+            ``sum_{k not in S} -log(1 - p_k) - log(1 - prod_{k in S} (1 - p_k))``, which for one
+            class is the BCE cost above. ``None`` when there are no coarse labels.
 
     Returns:
         One :class:`LevelMatches` per level; each prediction appears at most once overall.
@@ -147,7 +153,7 @@ def simota_assign(raw_maps: list[torch.Tensor], targets: torch.Tensor, anchors_p
             return [LevelMatches.empty(device) for _ in range(num_levels)]
         level, cand, boxes, probs = candidates
         chosen_cand, chosen_target = _match(boxes, probs, cand.image, targets, raw_maps[0].shape[0],
-                                            topk, iou_cost_weight)
+                                            topk, iou_cost_weight, class_member)
         out = []
         for i in range(num_levels):
             keep = level[chosen_cand] == i
@@ -203,8 +209,17 @@ def _decode_selected(pi: torch.Tensor, flat: torch.Tensor, anchors_px: torch.Ten
     return b, a, gy, gx, boxes, probs
 
 
+def _coarse_class_cost(log_not: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """``(B, G, C)`` class cost of coarse targets (see :func:`simota_assign`): ``log_not (B, C,
+    nc)`` is ``log(1 - p)``, ``member (B, G, nc)`` each target's member classes."""
+    in_group = torch.einsum("bgk,bck->bgc", member.to(log_not.dtype), log_not).clamp(max=-1e-12)
+    others = log_not.sum(-1)[:, None, :] - in_group
+    return -others - torch.log(-torch.expm1(in_group))
+
+
 def _match(boxes: torch.Tensor, probs: torch.Tensor, cand_image: torch.Tensor, targets: torch.Tensor,
-           batch_size: int, topk: int, iou_cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+           batch_size: int, topk: int, iou_cost_weight: float,
+           class_member: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """simOTA on per-image padded tensors; returns (candidate indices, target rows)."""
     device = boxes.device
     nc = probs.shape[1]
@@ -234,6 +249,10 @@ def _match(boxes: torch.Tensor, probs: torch.Tensor, cand_image: torch.Tensor, t
     gather_idx = gt_class[:, :, None].expand(-1, -1, c_max)
     p_true = torch.gather(cand_probs.transpose(1, 2), 1, gather_idx)        # (B, G, C)
     cls_cost = -log_not.sum(-1)[:, None, :] + torch.log1p(-p_true) - torch.log(p_true)
+    raw_class = targets[safe_row][..., TGT_CLASS].long()
+    if class_member is not None and bool((raw_class >= nc).any()):
+        cls_cost = torch.where((raw_class >= nc)[..., None],
+                               _coarse_class_cost(log_not, class_member.to(device)[raw_class]), cls_cost)
     cost = cls_cost + iou_cost_weight * -torch.log(iou + IOU_LOG_EPS)
     cost = cost.masked_fill(~valid, float("inf"))
 

@@ -109,6 +109,12 @@ class DetectionSource(abc.ABC):
         return frozenset()
 
     @property
+    def class_groups(self) -> tuple[tuple[int, ...], ...]:
+        """Coarse labels (:mod:`training.merge`): member classes of each class group; a box of
+        class id ``num_classes + g`` is one of ``class_groups[g]``. Empty for most sources."""
+        return ()
+
+    @property
     def num_classes(self) -> int:
         return len(self.names)
 
@@ -212,6 +218,10 @@ class Subset(DetectionSource):
 
     def unlabelled_classes(self, index: int) -> frozenset[int]:
         return self.source.unlabelled_classes(self._map(index))
+
+    @property
+    def class_groups(self) -> tuple[tuple[int, ...], ...]:
+        return self.source.class_groups
 
 
 # --------------------------------------------------------------------------- YOLO layout

@@ -91,15 +91,23 @@ def coco_ground_truth(source: DetectionSource) -> dict[str, Any]:
     category. A class the image's source does not label (:mod:`training.merge`) gets an
     image-wide ``iscrowd = 1`` box: its detections there count neither as hits nor as false
     positives (the image is no evidence about that class, as with Open Images' image-level
-    labels).
+    labels). A coarse label (class id ``nc + g``, :mod:`training.merge`) becomes an ``iscrowd = 1``
+    box of each member class of group ``g``: a detection of any member there is neither a hit
+    nor a false positive, and the box is no miss.
     """
     images, annotations = [], []
+    nc, groups = len(source.names), getattr(source, "class_groups", ())
     for index in range(len(source)):
         h, w = source.image_shape(index)
         images.append({"id": index + 1, "file_name": source.image_id(index), "height": h, "width": w})
         ann = source.annotations(index)
         for row in ann.labels:
-            annotations.append(_coco_box(len(annotations) + 1, index + 1, int(row[0]) + 1, row[1:], 0))
+            class_id = int(row[0])
+            if class_id < nc:
+                annotations.append(_coco_box(len(annotations) + 1, index + 1, class_id + 1, row[1:], 0))
+                continue
+            for member in groups[class_id - nc]:  # coarse label: which member is unknown
+                annotations.append(_coco_box(len(annotations) + 1, index + 1, member + 1, row[1:], 1))
         for box in ann.ignore_xyxy:  # class-agnostic: one crowd box per category
             for category in range(len(source.names)):
                 annotations.append(_coco_box(len(annotations) + 1, index + 1, category + 1, box, 1))

@@ -26,6 +26,8 @@ even under autocast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +75,8 @@ class YOLOv7Loss:
             call, so anchors changed by autoanchor are picked up.
         hyp: the recipe (gains, anchor_t, topk, aux_weight).
         img_size: training image size in pixels (scales the objectness gain).
+        class_groups: coarse labels of the data (``source.class_groups``, :mod:`training.merge`):
+            targets of class id ``nc + g`` are one of ``class_groups[g]`` (see :meth:`_class_loss`).
 
     Call: ``loss(raw_maps, targets)`` with the model's train-mode outputs (``nl`` lead maps,
     then ``nl`` auxiliary maps for IAuxDetect; lead maps only is accepted too, e.g. for
@@ -81,7 +85,8 @@ class YOLOv7Loss:
     (see :meth:`_objectness_weight`). Maps may be bf16/fp16 (autocast); the loss is fp32.
     """
 
-    def __init__(self, head: Detect, hyp: Hyperparameters, img_size: int) -> None:
+    def __init__(self, head: Detect, hyp: Hyperparameters, img_size: int,
+                 class_groups: Sequence[Sequence[int]] = ()) -> None:
         self.head = head
         self.hyp = hyp
         self.nl, self.na, self.nc = head.nl, head.na, head.nc
@@ -90,6 +95,7 @@ class YOLOv7Loss:
         self.level_weights = LEVEL_WEIGHTS[self.nl]
         self.box_gain, self.cls_gain, self.obj_gain = hyp.loss_gains(self.nc, img_size, self.nl)
         self.has_aux = isinstance(head, IAuxDetect)
+        self._class_member = _class_membership(self.nc, class_groups)
         self._unlabelled: torch.Tensor | None = None
         self._ignored: torch.Tensor | int = 0  # a tensor sum: no device sync on the hot path
 
@@ -98,7 +104,8 @@ class YOLOv7Loss:
         return simota_assign(lead_maps, targets, self.head.anchor_grid.view(self.nl, self.na, 2),
                              self.head.stride, neighbour_offset=neighbour_offset,
                              anchor_t=self.hyp.anchor_t, topk=self.hyp.topk_iou,
-                             iou_cost_weight=self.hyp.iou_cost_weight)
+                             iou_cost_weight=self.hyp.iou_cost_weight,
+                             class_member=self._class_member)
 
     def __call__(self, raw_maps: list[torch.Tensor], targets: torch.Tensor,
                  unlabelled: torch.Tensor | None = None) -> LossOutput:
@@ -150,11 +157,29 @@ class YOLOv7Loss:
             box = (1.0 - ciou).mean()
             target_obj[m.image, m.anchor, m.grid_y, m.grid_x] = ciou.detach().clamp(min=0)
             if self.nc > 1:
-                one_hot = F.one_hot(t[:, TGT_CLASS].long(), self.nc).to(ps.dtype)
-                cls = F.binary_cross_entropy_with_logits(ps[:, COL_CLS0:], one_hot)
+                cls = self._class_loss(ps[:, COL_CLS0:], t[:, TGT_CLASS].long())
         weight = self._objectness_weight(pi, target_obj)
         obj = F.binary_cross_entropy_with_logits(pi[..., COL_OBJ], target_obj, weight=weight)
         return box, obj, cls
+
+    def _class_loss(self, logits: torch.Tensor, class_id: torch.Tensor) -> torch.Tensor:
+        """Mean BCE of ``logits (n, nc)`` against one-hot classes; a coarse label (class id
+        ``nc + g``, :mod:`training.merge`) is taught as "one of its member classes S, none of the
+        others": BCE towards 0 for ``k`` not in S, and ``-log(1 - prod_{k in S} (1 - p_k))`` (the
+        probability that some member is present) in place of S's terms, so the model's own
+        scores decide which member it is. For one member that is exactly the BCE of the class.
+        Source: YOLO9000 (Redmon & Farhadi, CVPR 2017, sec. 3), a coarse label backpropagates no
+        loss that picks a finer class."""
+        coarse = class_id >= self.nc
+        if self._class_member is None or not bool(coarse.any()):
+            return F.binary_cross_entropy_with_logits(logits, F.one_hot(class_id, self.nc).to(logits.dtype))
+        member = self._class_member.to(logits.device)[class_id].to(logits.dtype)   # (n, nc)
+        negatives = (F.softplus(logits) * (1 - member)).sum()  # BCE towards 0 outside S
+        plain = ~coarse
+        positives = F.softplus(-logits[plain])[member[plain].bool()].sum()  # -log p_c
+        in_group = (F.softplus(logits[coarse]) * member[coarse]).sum(-1).clamp(min=1e-12)
+        positives = positives + -torch.log(-torch.expm1(-in_group)).sum()
+        return (negatives + positives) / logits.numel()
 
     @property
     def ignored_cells(self) -> int:
@@ -184,3 +209,17 @@ class YOLOv7Loss:
             ignore = (unlabelled_score > self.hyp.unlabelled_ignore_conf) & (target_obj == 0)
             self._ignored = self._ignored + ignore.sum()
             return (~ignore).to(pi.dtype)
+
+
+def _class_membership(nc: int, class_groups: Sequence[Sequence[int]]) -> torch.Tensor | None:
+    """``(nc + G, nc)`` bool: row ``c < nc`` is class ``c`` alone, row ``nc + g`` the members of
+    coarse label ``g``; ``None`` without coarse labels."""
+    if not class_groups:
+        return None
+    member = torch.zeros((nc + len(class_groups), nc), dtype=torch.bool)
+    member[torch.arange(nc), torch.arange(nc)] = True
+    for g, classes in enumerate(class_groups):
+        if not classes or not all(0 <= int(c) < nc for c in classes):
+            raise ValueError(f"class group {g} {list(classes)}: members must be class ids in [0, {nc})")
+        member[nc + g, [int(c) for c in classes]] = True
+    return member

@@ -25,8 +25,20 @@ Example (``assets/configs/traffic.yaml``)::
         classes: {bike: motorcycle, bus: bus, car: car, truck: truck}
         labels: [car, motorcycle, bus, truck]        # pedestrians are visible, not labelled
 
+**Coarse labels.** A source class may map onto a *list* of target names, e.g.
+``classes: {Vehicle: [car, truck, bus, motorcycle]}`` for a set that boxes every vehicle as
+"Vehicle": each such box is one of the listed classes, which one is unknown. Its boxes get the
+class id ``len(names) + g`` of a class group ``g`` (:attr:`MergedSource.class_groups`, shared by
+all sources that list the same classes). The loss teaches such a box as an object that is *one of*
+the group's classes and none of the others (:mod:`training.loss`), instead of forcing one member
+(the naive map ``Vehicle: car`` teaches that trucks and buses are cars); the evaluation scores
+the group's classes neither as hits nor as false positives there (crowd boxes). Source: the
+hierarchical labels of YOLO9000 (Redmon & Farhadi, "YOLO9000: Better, Faster, Stronger", CVPR
+2017, sec. 3: a box labelled with a coarse class backpropagates no loss that picks a finer one).
+
 Keys of a source: ``format`` (default ``yolo``); ``path`` (relative to the merge's ``path``);
-the keys of its format; ``classes`` (every source class, to a target name or ``null``);
+the keys of its format; ``classes`` (every source class, to a target name, a list of target
+names (coarse label) or ``null``);
 ``labels`` (optional); ``others: drop`` (drop every source class ``classes`` does not list,
 e.g. COCO's other 74 classes); ``splits`` (optional, ``[train]`` to use a source for training only,
 ``[val]`` for evaluation only; for ``yolo`` a missing ``train``/``val`` key means the same).
@@ -59,7 +71,8 @@ SPLITS = ("train", "val")
 class ClassMap:
     """How one source's classes become target classes.
 
-    ``to_target[i]`` is the target index of source class ``i`` or ``-1`` (dropped);
+    ``to_target[i]`` is the target index of source class ``i``, ``len(names) + g`` for a coarse
+    label of class group ``g`` (``groups[g]``, the member target indices), or ``-1`` (dropped);
     ``labelled`` the sorted target indices the source labels.
     """
 
@@ -68,9 +81,12 @@ class ClassMap:
 
     @classmethod
     def parse(cls, source_names: Sequence[str], target_names: Sequence[str], classes: Any,
-              labels: Any, where: str, others: Any = None) -> ClassMap:
+              labels: Any, where: str, others: Any = None,
+              groups: list[tuple[int, ...]] | None = None) -> ClassMap:
         """Validate a ``classes`` mapping and ``labels`` list (module docstring); with
-        ``others="drop"`` the source classes ``classes`` does not list are dropped.
+        ``others="drop"`` the source classes ``classes`` does not list are dropped. A list of
+        target names is a coarse label: its class group is looked up in, or appended to,
+        ``groups`` (shared by the sources of one merge).
 
         Raises:
             DatasetError: a source class without an entry, an entry for a class the source does
@@ -101,11 +117,16 @@ class ClassMap:
             if target is None:
                 to_target.append(-1)
                 continue
+            if isinstance(target, (list, tuple)):
+                to_target.append(_group_id(name, target, target_names, groups, where))
+                continue
             if str(target) not in target_names:
                 raise DatasetError(f"{where}: class {name!r} maps to {target!r}, which is not a target "
                                    f"class ({list(target_names)})")
             to_target.append(list(target_names).index(str(target)))
-        mapped = sorted({t for t in to_target if t >= 0})
+        nc = len(target_names)
+        mapped = sorted({m for t in to_target if t >= 0
+                         for m in ((t,) if t < nc else (groups or [])[t - nc])})
         if labels is None:
             labelled = mapped
         else:
@@ -122,6 +143,11 @@ class ClassMap:
                                    "not declare them; add them to 'labels'")
         return cls(tuple(to_target), tuple(labelled))
 
+    def target_names(self, target: int, names: Sequence[str],
+                     groups: Sequence[tuple[int, ...]]) -> str | list[str]:
+        """A target id as written in the YAML: a name, or the list of a coarse label."""
+        return names[target] if target < len(names) else [names[m] for m in groups[target - len(names)]]
+
     def apply(self, annotations: Annotations) -> Annotations:
         """Rows of dropped classes removed, the others renumbered to target indices."""
         labels = annotations.labels
@@ -132,6 +158,24 @@ class ClassMap:
         out = labels[keep].copy()
         out[:, 0] = target[keep]
         return Annotations(out, annotations.ignore_xyxy)
+
+
+def _group_id(name: str, members: Any, target_names: Sequence[str],
+              groups: list[tuple[int, ...]] | None, where: str) -> int:
+    """The class id ``len(target_names) + g`` of the coarse label ``members``."""
+    if groups is None:
+        raise DatasetError(f"{where}: class {name!r} maps to a list; coarse labels need a merge")
+    unknown = [str(m) for m in members if str(m) not in target_names]
+    if unknown:
+        raise DatasetError(f"{where}: class {name!r} maps to {list(members)}, but {unknown} are not "
+                           f"target classes ({list(target_names)})")
+    group = tuple(sorted({list(target_names).index(str(m)) for m in members}))
+    if len(group) < 2:
+        raise DatasetError(f"{where}: class {name!r} maps to the list {list(members)}: a coarse label "
+                           "needs two or more target classes (map to the name itself for one)")
+    if group not in groups:
+        groups.append(group)
+    return len(target_names) + groups.index(group)
 
 
 class MappedSource(DetectionSource):
@@ -167,10 +211,17 @@ class MappedSource(DetectionSource):
 class MergedSource(DetectionSource):
     """The concatenation of :class:`MappedSource` parts (``parts``), in order."""
 
-    def __init__(self, parts: Sequence[MappedSource], names: Sequence[str]) -> None:
+    def __init__(self, parts: Sequence[MappedSource], names: Sequence[str],
+                 class_groups: Sequence[tuple[int, ...]] = ()) -> None:
         self.parts = list(parts)
         self.names = list(names)
+        self._class_groups = tuple(tuple(g) for g in class_groups)
         self._offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    @property
+    def class_groups(self) -> tuple[tuple[int, ...], ...]:
+        """Member target classes of each coarse label; class id ``len(names) + g`` is group ``g``."""
+        return self._class_groups
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -220,6 +271,7 @@ def load_merge(raw: Mapping[str, Any], root: Path, where: str) -> DataConfig:
         raise DatasetError(f"{where}: 'sources' must map source names to their descriptions")
     parts: dict[str, list[MappedSource]] = {split: [] for split in SPLITS}
     description: dict[str, Any] = {"names": names, "sources": {}}
+    groups: list[tuple[int, ...]] = []
     for source_name, spec in sources.items():
         here = f"{where}: source {source_name!r}"
         if not isinstance(spec, Mapping):
@@ -229,21 +281,24 @@ def load_merge(raw: Mapping[str, Any], root: Path, where: str) -> DataConfig:
         splits = _source_splits(spec, source_root, here, load_source_config)
         source_names = next(iter(splits.values())).names
         class_map = ClassMap.parse(source_names, names, spec.get("classes"), spec.get("labels"), here,
-                                   spec.get("others"))
+                                   spec.get("others"), groups)
         for split, source in splits.items():
             parts[split].append(MappedSource(source, class_map, names, str(source_name)))
         description["sources"][str(source_name)] = {
             "format": spec.get("format", "yolo"), "path": str(spec.get("path", ".")),
             **{split: spec[split] for split in SPLITS if split in spec},
-            "classes": {n: names[t] for n, t in zip(source_names, class_map.to_target) if t >= 0},
+            "classes": {n: class_map.target_names(t, names, groups)
+                        for n, t in zip(source_names, class_map.to_target) if t >= 0},
             "labels": [names[t] for t in class_map.labelled],
             "images": {split: len(s) for split, s in splits.items()},
         }
     for split in SPLITS:
         if not parts[split]:
             raise DatasetError(f"{where}: no source gives a {split} split")
-    return DataConfig(names, MergedSource(parts["train"], names), MergedSource(parts["val"], names),
-                      description)
+    if groups:
+        description["class_groups"] = [[names[m] for m in g] for g in groups]
+    return DataConfig(names, MergedSource(parts["train"], names, groups),
+                      MergedSource(parts["val"], names, groups), description)
 
 
 def _source_splits(spec: dict[str, Any], root: Path, where: str, load_source_config

@@ -149,7 +149,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.hyp, cfg.scaled_weight_decay)
         self.ema = ModelEMA(self.model, cfg.hyp.ema_decay, cfg.hyp.ema_tau)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.loss_fn = YOLOv7Loss(self.model.head, cfg.hyp, cfg.img_size)
+        self.loss_fn = YOLOv7Loss(self.model.head, cfg.hyp, cfg.img_size,
+                                  class_groups=self.data.train.class_groups)
         self.train_set = TrainingDataset(self.data.train, cfg.img_size, cfg.hyp, seed=cfg.seed,
                                          cache_images=cfg.cache_images)
         self.train_set.fill_cache()
@@ -313,7 +314,9 @@ class Trainer:
         model = to_deploy(self.ema.model).fuse().to(self.device).eval()
         return evaluate(model, self.data.val, img_size=cfg.img_size,
                         batch_size=cfg.batch_size, device=self.device, workers=cfg.workers,
-                        loss_fn=YOLOv7Loss(model.head, cfg.hyp, cfg.img_size), progress=cfg.progress,
+                        loss_fn=YOLOv7Loss(model.head, cfg.hyp, cfg.img_size,
+                                           class_groups=self.data.val.class_groups),
+                        progress=cfg.progress,
                         ground_truth=self.val_ground_truth)
 
     def _metrics_row(self, epoch: int, train: dict[str, float], evaluation: EvaluationResult | None,
