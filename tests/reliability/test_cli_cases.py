@@ -32,6 +32,7 @@ import torch
 
 from app.cli import main
 from app.sinks import read_events
+from fault_injection import FullDisk
 from shared_data import shared_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -95,37 +96,12 @@ def _disk_full_on(name: str) -> Callable[[pytest.MonkeyPatch, Path], None]:
     return inject
 
 
-class _FullDisk:
-    """A file that accepts ``limit_bytes`` and then fails like a full disk (ENOSPC)."""
-
-    def __init__(self, path: Path, limit_bytes: int) -> None:
-        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by the writer's container
-        self.limit_bytes = limit_bytes
-
-    def write(self, data: bytes) -> int:
-        if self._file.tell() + len(data) > self.limit_bytes:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self._file.write(data)
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def _video_disk_full(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
     """The disk fills up after 20 kB of video: the encoder's writes fail with ENOSPC."""
     from app import video_writer
 
     def open_output(path: Path, container_options: dict[str, str]):  # noqa: ANN202
-        return av.open(_FullDisk(path, 20_000), mode="w", format="mp4", container_options=container_options)
+        return av.open(FullDisk(path, 20_000), mode="w", format="mp4", container_options=container_options)
 
     monkeypatch.setattr(video_writer, "_open_output", open_output)
 

@@ -19,7 +19,6 @@ second of encoding.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from app.video_writer import (
     VideoWriterError,
     partial_path_for,
 )
+from fault_injection import FullDisk
 from test_pipeline import VERTICAL_LINE, FakeSource
 from tracker import ByteTrack
 
@@ -71,36 +71,6 @@ def decoded_frames(path: Path) -> int:
         except av.FFmpegError:
             pass  # the end of a truncated file: the frames before it played
     return count
-
-
-class FullDisk:
-    """A binary file that accepts ``limit_bytes`` and then fails like a full disk (ENOSPC).
-
-    Unbuffered, so what was accepted is on disk for a reader at once.
-    """
-
-    def __init__(self, path: Path, limit_bytes: int) -> None:
-        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by the fixture
-        self.limit_bytes = limit_bytes
-        self.failed_writes = 0
-
-    def write(self, data: bytes) -> int:
-        if self._file.tell() + len(data) > self.limit_bytes:
-            self.failed_writes += 1
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self._file.write(data)
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 @pytest.fixture
