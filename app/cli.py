@@ -381,26 +381,26 @@ def _logging_around(progress: _Progress) -> contextlib.AbstractContextManager[An
 
 
 class _Window:
-    """``--show``: an OpenCV window fed from the output stage (the main thread); q/Esc stops."""
+    """``--show``: the annotated frames in an OpenCV window that lives in a child process
+    (:class:`app.display.WindowProcess`: a display lost mid-run closes the window, not the run);
+    q/Esc in the window stops the run."""
 
     TITLE = PROG
 
     def __init__(self, pipeline: Pipeline) -> None:
+        from app.display import WindowProcess
+
         self._pipeline = pipeline
+        self._window = WindowProcess(self.TITLE)
 
     def show(self, result: FrameResult) -> None:
-        import cv2
-
-        if result.annotated is None:
-            return
-        cv2.imshow(self.TITLE, result.annotated)
-        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+        if self._window.stop_requested:
             self._pipeline.stop()
+        if result.annotated is not None:
+            self._window.show(result.annotated)
 
     def close(self) -> None:
-        import cv2
-
-        cv2.destroyAllWindows()
+        self._window.close()
 
 
 def format_counts(report: PipelineReport) -> str:

@@ -106,6 +106,14 @@ def _video_disk_full(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
     monkeypatch.setattr(video_writer, "_open_output", open_output)
 
 
+def _display_dies(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
+    """A display that passes the check at start and is gone when the window opens: OpenCV
+    aborts its process (the window's child process)."""
+    monkeypatch.setattr("app.display.display_problem", lambda **_: None)
+    monkeypatch.setenv("DISPLAY", ":87")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
 def _same_events(a: Path, b: Path) -> None:
     assert read_events(a) and read_events(a) == read_events(b)
 
@@ -263,6 +271,10 @@ CASES: list[Case] = [
     Case("negative-img-size-in-weights", "7",
          lambda t, w, v: Run(_base(v, str(_weights_with_metadata(t, img_size=-640)))),
          1, ("hostile.safetensors", "img_size")),
+    # 8. a display lost mid-run costs the window, not the run (the window is a child process)
+    Case("display-lost-mid-run", "8",
+         lambda t, w, v: Run(_base(v, w, "--max-frames", "20", "--show", "--output", str(t / "shown.mp4"))),
+         0, (), fault=_display_dies, check=lambda t: _assert_equal(_frame_count(t / "shown.mp4"), 20)),
     # minor: a negative coordinate reaches our own check instead of argparse's
     Case("negative-line-coordinate", "minor", lambda t, w, v: Run(_base(v, w, "--line", "-1,0,5,5")),
          2, ("--line", ">= 0")),
