@@ -273,10 +273,10 @@ def _check_output_paths(args: argparse.Namespace) -> None:
     for path in args.events:
         if path.suffix.lower() not in supported:
             raise UserInputError(f"--events {path}: unsupported extension {path.suffix!r}; use one of {', '.join(supported)}")
-    outputs = [RunOutput("--output", args.output)] if args.output is not None else []
+    outputs = [RunOutput("--output", args.output, replaced=True)] if args.output is not None else []
     outputs += [RunOutput("--events", path) for path in args.events]
     if args.report is not None:
-        outputs.append(RunOutput("--report", args.report))
+        outputs.append(RunOutput("--report", args.report, replaced=True))
     source = Path(args.source)
     check_run_paths(source if source.exists() else None, outputs)
     if args.show:

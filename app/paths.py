@@ -38,10 +38,15 @@ class RunPathError(ValueError):
 
 @dataclass(frozen=True)
 class RunOutput:
-    """One file a run writes: the option (or GUI field) that names it, for messages, and the path."""
+    """One file a run writes: the option (or GUI field) that names it, for messages, and the path.
+
+    ``replaced`` says the file is written beside the path and renamed onto it when complete (the
+    video, the JSON report): an existing file there needs no write permission, only its folder.
+    """
 
     option: str
     path: Path
+    replaced: bool = False
 
 
 def _identity(path: Path) -> tuple[object, ...]:
@@ -83,7 +88,7 @@ def _check_writable(output: RunOutput) -> None:
         ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise RunPathError(f"{output.option} {path}: the folder {folder} is not writable; choose another place")
-    if path.exists() and not os.access(path, os.W_OK):
+    if not output.replaced and path.exists() and not os.access(path, os.W_OK):
         raise RunPathError(f"{output.option} {path}: the file exists and is not writable")
 
 

@@ -230,7 +230,7 @@ class VideoWriter:
         self._encoded_wh = (width + width % 2, height + height % 2)
         self.gop_frames = max(1, round(self.config.keyframe_interval_s * float(self.rate)))
         self.codec = preferred_codec() if self.config.codec == "auto" else self.config.codec
-        if self.codec != PREFERRED_CODECS[0]:
+        if self.config.codec == "auto" and self.codec != PREFERRED_CODECS[0]:
             logger.warning(
                 "%s: writing with the %s encoder (PyAV's FFmpeg has no %s)",
                 self.path, self.codec, PREFERRED_CODECS[0],

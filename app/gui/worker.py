@@ -40,9 +40,9 @@ from PyQt6.QtGui import QImage
 
 from app.counting import CountEvent, CountingConfig
 from app.frames import FrameSource
-from app.paths import RunOutput, check_run_paths
 from app.gui.settings import GuiSettings, SettingsError, TrackerSettings
 from app.pipeline import FrameResult, LineCounts, Pipeline, PipelineConfig, PipelineReport, PipelineStats, TrackerLike, ZoneCounts
+from app.paths import RunOutput, check_run_paths
 
 __all__ = [
     "DetectorCache",
@@ -421,7 +421,7 @@ class PipelineWorker(QObject):
         if request.video_output is not None:  # the same rule as the CLI: never write over the input
             source_path = Path(request.source)
             check_run_paths(source_path if source_path.exists() else None,
-                            [RunOutput("video output", request.video_output)])
+                            [RunOutput("video output", request.video_output, replaced=True)])
         detector = self._detector_factory(request.settings)
         if self._stop.is_set():
             return None

@@ -413,3 +413,17 @@ def test_unreachable_display_is_one_line_not_an_abort(command: list[str], weight
     lines = [line for line in err.splitlines() if line.strip()]
     assert proc.returncode == 1, err
     assert len(lines) == 1 and "cannot open a window" in lines[0] and ":87" in lines[0], err
+
+
+def test_an_output_replaced_by_rename_needs_only_its_folder_writable(tmp_path: Path, monkeypatch) -> None:
+    """The video and the report are renamed onto their path when complete: a read-only old file
+    there is no reason to refuse the run (an events file, appended to, is)."""
+    from app.paths import RunOutput, RunPathError, check_run_paths
+
+    old = tmp_path / "old.mp4"
+    old.write_bytes(b"x")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == old else real_access(p, mode))
+    check_run_paths(None, [RunOutput("--output", old, replaced=True)])
+    with pytest.raises(RunPathError, match="not writable"):
+        check_run_paths(None, [RunOutput("--events", old)])
