@@ -313,3 +313,13 @@ def test_training_step_with_coarse_labels_runs_and_evaluation_does_not_score_the
     boxes = [(a["category_id"], a["iscrowd"]) for a in gt["annotations"]]
     # crowd boxes: car and truck for the coarse box; person image-wide (highway leaves it unlabelled)
     assert sorted(boxes) == [(1, 1), (2, 1), (3, 1)]
+
+
+def test_coarse_targets_without_class_groups_are_a_clear_error():
+    model = create_model("yolov7-tiny", len(TARGETS), training_head=True)
+    maps = _confident_person_maps(model, 64)
+    targets = torch.tensor([[0, len(TARGETS), 32.0, 32.0, 10.0, 10.0]])
+    with pytest.raises(ValueError, match="class_groups"):
+        YOLOv7Loss(model.head, Hyperparameters(), 64)(maps, targets)
+    out = YOLOv7Loss(model.head, Hyperparameters(), 64, class_groups=[(1, 2)])(maps, targets)
+    assert torch.isfinite(out.total)

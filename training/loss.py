@@ -114,6 +114,11 @@ class YOLOv7Loss:
                              f"got {len(raw_maps)}")
         raw_maps = [m.float() for m in raw_maps]  # bf16/fp16 under autocast: the loss is fp32
         targets = targets.to(device=raw_maps[0].device, dtype=torch.float32)
+        known = self.nc + (0 if self._class_member is None else self._class_member.shape[0] - self.nc)
+        if targets.shape[0] and int(targets[:, TGT_CLASS].max()) >= known:
+            raise ValueError(f"target class id {int(targets[:, TGT_CLASS].max())} >= {known}: the data has "
+                             "coarse labels (class id nc + g); build the loss with "
+                             "class_groups=source.class_groups")
         self._unlabelled = None
         if unlabelled is not None and self.hyp.unlabelled_ignore and bool(unlabelled.any()):
             self._unlabelled = unlabelled.to(device=raw_maps[0].device, dtype=torch.bool)
