@@ -323,3 +323,29 @@ def test_coarse_targets_without_class_groups_are_a_clear_error():
         YOLOv7Loss(model.head, Hyperparameters(), 64)(maps, targets)
     out = YOLOv7Loss(model.head, Hyperparameters(), 64, class_groups=[(1, 2)])(maps, targets)
     assert torch.isfinite(out.total)
+
+
+def _with_street_repeat(root: Path, value: str) -> Path:
+    path = _write_yaml(root)
+    path.write_text(path.read_text().replace("    others: drop", f"    others: drop\n    repeat: {value}"))
+    return path
+
+
+def test_repeat_cycles_a_sources_training_images_only(two_sources):
+    data = load_data_config(_with_street_repeat(two_sources, "3"))
+    assert data.train.part_ranges() == [("highway", 0, 1), ("street", 1, 7)]
+    assert len(data.val) == 1                                        # the validation split never repeats
+    ids = [data.train.image_id(i) for i in range(1, 7)]
+    assert ids == ["street/im0.jpg", "street/im1.jpg"] * 3
+    np.testing.assert_array_equal(data.train.annotations(6).class_ids, data.train.annotations(2).class_ids)
+    np.testing.assert_array_equal(data.train.load_image(5), data.train.load_image(1))
+    assert data.description["sources"]["street"]["repeat"] == 3
+    assert "repeat" not in data.description["sources"]["highway"]
+    with pytest.raises(IndexError):
+        data.train.image_id(7)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "two", "true"])
+def test_a_bad_repeat_is_named(two_sources, value):
+    with pytest.raises(DatasetError, match=r"source 'street'.*'repeat' must be a whole number >= 1"):
+        load_data_config(_with_street_repeat(two_sources, value))

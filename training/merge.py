@@ -41,7 +41,12 @@ the keys of its format; ``classes`` (every source class, to a target name, a lis
 names (coarse label) or ``null``);
 ``labels`` (optional); ``others: drop`` (drop every source class ``classes`` does not list,
 e.g. COCO's other 74 classes); ``splits`` (optional, ``[train]`` to use a source for training only,
-``[val]`` for evaluation only; for ``yolo`` a missing ``train``/``val`` key means the same).
+``[val]`` for evaluation only; for ``yolo`` a missing ``train``/``val`` key means the same);
+``repeat`` (optional, a whole number >= 1, default 1: the source's training images appear that many
+times per epoch, so a small source that looks like the target cameras weighs more against larger
+ones; the validation split is never repeated. Image-level oversampling as in the repeat factor
+sampling of Gupta, Dollar & Girshick, "LVIS", CVPR 2019, sec. 4.2, here with one factor per
+source).
 """
 
 from __future__ import annotations
@@ -182,27 +187,34 @@ class MappedSource(DetectionSource):
     """One source seen through its :class:`ClassMap` (target class ids, target names)."""
 
     def __init__(self, source: DetectionSource, class_map: ClassMap, target_names: Sequence[str],
-                 name: str) -> None:
+                 name: str, repeat: int = 1) -> None:
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
         self.source = source
+        self.repeat = repeat
         self.class_map = class_map
         self.names = list(target_names)
         self.name = name
         self._unlabelled = frozenset(set(range(len(target_names))) - set(class_map.labelled))
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.source) * self.repeat
+
+    def _original(self, index: int) -> int:
+        """The index in ``source`` of item ``index`` (repeats cycle through the source)."""
+        return self._check_index(index) % len(self.source)
 
     def image_id(self, index: int) -> str:
-        return f"{self.name}/{self.source.image_id(index)}"
+        return f"{self.name}/{self.source.image_id(self._original(index))}"
 
     def load_image(self, index: int) -> np.ndarray:
-        return self.source.load_image(index)
+        return self.source.load_image(self._original(index))
 
     def image_shape(self, index: int) -> tuple[int, int]:
-        return self.source.image_shape(index)
+        return self.source.image_shape(self._original(index))
 
     def annotations(self, index: int) -> Annotations:
-        return self.class_map.apply(self.source.annotations(index))
+        return self.class_map.apply(self.source.annotations(self._original(index)))
 
     def unlabelled_classes(self, index: int) -> frozenset[int]:
         return self._unlabelled
@@ -282,8 +294,10 @@ def load_merge(raw: Mapping[str, Any], root: Path, where: str) -> DataConfig:
         source_names = next(iter(splits.values())).names
         class_map = ClassMap.parse(source_names, names, spec.get("classes"), spec.get("labels"), here,
                                    spec.get("others"), groups)
+        repeat = _repeat(spec.get("repeat", 1), here)
         for split, source in splits.items():
-            parts[split].append(MappedSource(source, class_map, names, str(source_name)))
+            parts[split].append(MappedSource(source, class_map, names, str(source_name),
+                                             repeat if split == "train" else 1))
         description["sources"][str(source_name)] = {
             "format": spec.get("format", "yolo"), "path": str(spec.get("path", ".")),
             **{split: spec[split] for split in SPLITS if split in spec},
@@ -291,6 +305,7 @@ def load_merge(raw: Mapping[str, Any], root: Path, where: str) -> DataConfig:
                         for n, t in zip(source_names, class_map.to_target) if t >= 0},
             "labels": [names[t] for t in class_map.labelled],
             "images": {split: len(s) for split, s in splits.items()},
+            **({"repeat": repeat} if repeat != 1 else {}),
         }
     for split in SPLITS:
         if not parts[split]:
@@ -299,6 +314,13 @@ def load_merge(raw: Mapping[str, Any], root: Path, where: str) -> DataConfig:
         description["class_groups"] = [[names[m] for m in g] for g in groups]
     return DataConfig(names, MergedSource(parts["train"], names, groups),
                       MergedSource(parts["val"], names, groups), description)
+
+
+def _repeat(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DatasetError(f"{where}: 'repeat' must be a whole number >= 1 (times its training images "
+                           f"appear per epoch), got {value!r}")
+    return value
 
 
 def _source_splits(spec: dict[str, Any], root: Path, where: str, load_source_config
@@ -316,7 +338,7 @@ def _source_splits(spec: dict[str, Any], root: Path, where: str, load_source_con
             raise DatasetError(f"{where}: give 'train' and/or 'val' image folders")
         return {s: YoloSource(list_images(_resolve(root, spec[s])), source_names) for s in present}
     config = load_source_config({k: v for k, v in spec.items()
-                                 if k not in ("classes", "labels", "splits", "path", "others")},
+                                 if k not in ("classes", "labels", "splits", "path", "others", "repeat")},
                                 root, where)
     splits = {"train": config.train, "val": config.val}
     return {s: splits[s] for s in (wanted or SPLITS)}
