@@ -47,6 +47,9 @@ EXIT_INTERRUPTED = 130
 PROG = "yolov7-track"
 DEFAULT_WEIGHTS = "yolov7-tiny-traffic"  # detector.bundled.DEFAULT_MODEL (not imported: torch is slow to load)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+# detector.precision.PRECISIONS / BACKENDS (not imported: torch is slow to load; a test keeps them equal)
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
 #: Nominal tracker frame rate when the source does not say (ByteTrack scales its buffer by it).
 DEFAULT_TRACKER_FPS = 30.0
 
@@ -181,6 +184,12 @@ def _track_parser() -> argparse.ArgumentParser:
                         help="detector input size in pixels, a multiple of 32 (default: the model's, 640)")
     parser.add_argument("--tracker", choices=("bytetrack", "sort"), default="bytetrack", help="tracker (bytetrack)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="model compute precision: auto picks the fastest one proven accurate here "
+                        "(bf16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA, else fp32) and logs it")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+                        help="inference runtime: torch, or onnxruntime / openvino (optional extras; "
+                        "the weights are exported once and cached)")
     parser.add_argument("--output", type=Path, metavar="OUT.mp4", help="write the annotated video here")
     parser.add_argument("--events", type=Path, action="append", default=[], metavar="FILE",
                         help="write count events as they happen to FILE.csv, .jsonl or .sqlite (repeatable)")
@@ -288,17 +297,13 @@ def _check_output_paths(args: argparse.Namespace) -> None:
 
 
 def _load_detector(args: argparse.Namespace) -> Any:
-    from detector import Detector, DetectorConfig, load_model
-    from detector.inference import resolve_device
+    from app.assembly import build_detector
+    from detector import DetectorConfig
 
-    options = {"img_size": args.img_size, "conf_thres": args.conf, "iou_thres": args.iou,
-               "device": args.device, "agnostic_nms": args.agnostic_nms}
-    config = DetectorConfig(**options)
-    model = load_model(args.weights, device=resolve_device(config.device), fuse=True)
-    classes = resolve_classes(args.classes, [str(n) for n in model.names])
-    if classes is not None:
-        config = DetectorConfig(**options, classes=classes)
-    return Detector(model, config)
+    config = DetectorConfig(img_size=args.img_size, conf_thres=args.conf, iou_thres=args.iou,
+                            device=args.device, agnostic_nms=args.agnostic_nms,
+                            precision=args.precision, backend=args.backend)
+    return build_detector(args.weights, config, lambda names: resolve_classes(args.classes, names))
 
 
 def _make_tracker(name: str, fps: float | None) -> Any:
@@ -508,6 +513,9 @@ def _run_track(argv: Sequence[str]) -> int:
     sinks: list[Any] = []
     try:
         detector = _load_detector(args)
+        print(f"{PROG}: {args.weights} on {detector.device}, {detector.backend} {detector.precision}"
+              f"{' (--precision auto)' if args.precision == 'auto' else ''}, img-size {detector.img_size}",
+              file=sys.stderr)
         sinks = _open_sinks(args.events, args.events_mode)
         config = PipelineConfig(
             video_output=args.output,
@@ -621,8 +629,15 @@ def _run_gui(argv: Sequence[str]) -> int:
     return gui_main(list(argv))
 
 
+def _run_export(argv: Sequence[str]) -> int:
+    from app.export_cmd import run_export  # imported on use: torch and the export extras load only here
+
+    return run_export(argv)
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "convert": _run_convert,
+    "export": _run_export,
     "train": _run_train,
     "val": _run_val,
     "gui": _run_gui,

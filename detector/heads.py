@@ -105,6 +105,9 @@ class Detect(nn.Module):
         out = []
         for i, t in enumerate(raw):
             bs, _, ny, nx, _ = t.shape
+            if t.dtype == torch.bfloat16:
+                # bf16 keeps 8 significant bits: box centres up to 640 px would land on 4 px steps
+                t = t.float()
             y = t.sigmoid()
             grid = self._grid(nx, ny, t.device, y.dtype)
             xy = (y[..., 0:2] * 2.0 - 0.5 + grid) * self.stride[i]

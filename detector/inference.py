@@ -23,6 +23,7 @@ from torch import nn
 from detector.errors import DetectorConfigError, DetectorError
 from detector.limits import MAX_IMG_SIZE_PX
 from detector.postprocess import MAX_DETECTIONS, non_max_suppression, scale_boxes
+from detector.precision import BACKENDS, PRECISIONS, resolve_inference_precision
 from detector.preprocess import Letterbox, letterbox_batch, uint8_to_unit_float, validate_bgr_image
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,14 @@ class DetectorConfig:
         max_det: detections kept per frame (official 300).
         device: ``"auto"`` (``cuda:0`` if available, else ``cpu``), ``"cpu"``, ``"cuda"`` or
             ``"cuda:N"``.
-        half: run the model in float16; CUDA only (a CPU device raises
-            :class:`DetectorConfigError`: fp16 convolutions on CPU are slow and not what the
-            official code does).
+        precision: ``"fp32"`` (default: exact, the official code's CPU path), ``"bf16"``
+            (bfloat16 autocast with channels_last; CPUs with native bf16, AVX512-BF16 or AMX),
+            ``"fp16"`` (CUDA: the model in float16, as the official ``detect.py``) or ``"auto"``
+            (the fastest precision proven accurate for this hardware and backend, see
+            :mod:`detector.precision`). Pre- and post-processing stay fp32 either way: letterbox,
+            the box decode and NMS.
+        backend: ``"torch"`` (default), ``"onnxruntime"`` or ``"openvino"`` (optional extras;
+            :meth:`Detector.from_weights` exports the weights once and caches the export).
         num_threads: CPU threads for torch (``torch.set_num_threads``, process-wide); ``None``
             leaves torch's setting alone.
         auto_letterbox: pad only to the next stride multiple (official ``auto=True``: a 16:9 frame
@@ -68,7 +74,8 @@ class DetectorConfig:
     agnostic_nms: bool = False
     max_det: int = MAX_DETECTIONS
     device: str = "auto"
-    half: bool = False
+    precision: str = "fp32"
+    backend: str = "torch"
     num_threads: int | None = None
     auto_letterbox: bool = True
     fuse: bool = True
@@ -96,13 +103,28 @@ class DetectorConfig:
             raise DetectorConfigError(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
-        if self.half and self.device == "cpu":
-            raise DetectorConfigError("half=True needs a CUDA device; use half=False on the CPU")
+        if self.precision not in PRECISIONS:
+            raise DetectorConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.backend not in BACKENDS:
+            raise DetectorConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise DetectorConfigError("precision 'fp16' needs a CUDA device; on the CPU use 'bf16' "
+                                      "(CPUs with AVX512-BF16/AMX), 'fp32' or 'auto'")
         if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
             raise DetectorConfigError(f"num_threads must be an int >= 1 or None, got {self.num_threads!r}")
-        for name in ("agnostic_nms", "half", "auto_letterbox", "fuse"):
+        for name in ("agnostic_nms", "auto_letterbox", "fuse"):
             if not isinstance(getattr(self, name), bool):
                 raise DetectorConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _why_auto(precision: str, device: torch.device, backend: str) -> str:
+    if precision == "bf16":
+        return "this CPU computes bf16 natively; bf16 passed the accuracy guard on every bundled model"
+    if precision == "fp16":
+        return "CUDA; fp16 is the official code's inference precision"
+    if backend == "onnxruntime":
+        return "onnxruntime runs fp32"
+    return "no faster precision is native here (bf16 needs AVX512-BF16 or AMX)"
 
 
 def _img_size_too_large(img_size: int) -> str:
@@ -155,6 +177,31 @@ def _model_attribute(model: nn.Module, name: str) -> Any:
     return getattr(model, name)
 
 
+def load_detector_model(source: str | PathLike[str], config: DetectorConfig) -> nn.Module:
+    """The model a :class:`Detector` with ``config`` runs: the torch model (:func:`load_model`,
+    fused unless ``config.fuse`` is false) or, for another backend, its runtime module
+    (:mod:`detector.runtimes`; weights that are not an export are exported once and cached).
+
+    Raises:
+        the errors of :func:`detector.load_model` and :mod:`detector.runtimes`, and
+        DetectorConfigError: a precision the backend or device cannot run.
+    """
+    from pathlib import Path
+
+    if config.backend == "torch":
+        from detector.checkpoint import load_model  # lazy: checkpoint I/O is heavy
+
+        return load_model(source, device=resolve_device(config.device), fuse=config.fuse)
+    from detector.runtimes import export_for_backend, load_runtime  # lazy: optional extras
+
+    device = resolve_device(config.device)
+    precision = resolve_inference_precision(config.precision, device, config.backend)
+    path = Path(source)
+    if path.suffix.lower() not in (".onnx", ".xml"):
+        path = export_for_backend(source, config.backend)
+    return load_runtime(path, config.backend, precision=precision, num_threads=config.num_threads)
+
+
 class Detector:
     """YOLOv7 object detector on BGR frames, returning :class:`supervision.Detections`.
 
@@ -162,10 +209,11 @@ class Detector:
     (:func:`detector.preprocess.letterbox`), RGB float input in [0, 1], the model's decoded
     prediction, class-aware NMS (:func:`detector.postprocess.non_max_suppression`) and boxes mapped
     back to the frame (:func:`detector.postprocess.scale_boxes`), all under
-    ``torch.inference_mode``. NMS runs on the float32 prediction (also with ``half``).
+    ``torch.inference_mode``. The box decode and NMS run in float32 in every precision.
 
     The Detector takes the model over: it is moved to the device, put in eval mode, fused (if
-    ``config.fuse``) and converted to float16 (if ``config.half``) in place.
+    ``config.fuse``), converted to float16 (precision fp16) or to channels_last (bf16) in place.
+    :attr:`precision` is the precision it runs in (``auto`` resolved; logged at INFO).
 
     Args:
         model: a YOLOv7 ``nn.Module``: ``model(x)`` with ``x (B, 3, H, W)`` float RGB in [0, 1]
@@ -176,7 +224,8 @@ class Detector:
 
     Raises:
         DetectorConfigError: invalid options, ``img_size`` not a multiple of the model's largest
-            stride, a class id the model does not have, or ``half`` on the CPU.
+            stride, a class id the model does not have, or a precision the device or backend
+            cannot run (no silent fallback).
         DeviceUnavailableError: the requested CUDA device does not exist.
         DetectorError: the model lacks the attributes above or names and class count disagree.
     """
@@ -186,10 +235,12 @@ class Detector:
             raise TypeError("pass either a DetectorConfig or keyword options, not both")
         self.config = config if config is not None else DetectorConfig(**options)
         self.device = resolve_device(self.config.device)
-        if self.config.half and self.device.type != "cuda":
+        self.precision = resolve_inference_precision(self.config.precision, self.device, self.config.backend)
+        self.backend = self.config.backend
+        if self.backend != "torch" and isinstance(model, nn.Module) and any(True for _ in model.parameters()):
             raise DetectorConfigError(
-                f"half=True needs a CUDA device, but device {self.config.device!r} resolved to "
-                f"{self.device}; use half=False"
+                f"backend {self.backend!r} needs an exported model; use "
+                f"Detector.from_weights(weights, backend={self.backend!r}), which exports and caches it"
             )
         self.names: list[str] = [str(name) for name in _model_attribute(model, "names")]
         self.num_classes = int(_model_attribute(model, "num_classes"))
@@ -215,20 +266,28 @@ class Detector:
                     f"(ids 0 to {self.num_classes - 1})"
                 )
         self._class_names = np.asarray(self.names, dtype=str)
-        self.dtype = torch.float16 if self.config.half else torch.float32
+        self.dtype = torch.float16 if self.precision == "fp16" and self.backend == "torch" else torch.float32
 
         if self.config.num_threads is not None:
             torch.set_num_threads(self.config.num_threads)
         model = model.to(self.device).eval()
         if self.config.fuse and callable(getattr(model, "fuse", None)) and not getattr(model, "is_fused", False):
             model = model.fuse() or model
-        if self.config.half:
+        if self.backend == "torch" and self.precision == "fp16":
             model = model.half()
+        if self._bf16_autocast:
+            model = model.to(memory_format=torch.channels_last)
         self.model = model
+        picked = f" (auto: {_why_auto(self.precision, self.device, self.backend)})" if self.config.precision == "auto" else ""
         logger.info(
-            "Detector ready: %s on %s (%s), img_size %d, stride %d, %d classes",
-            type(model).__name__, self.device, self.dtype, self.img_size, self.stride, self.num_classes,
+            "Detector ready: %s on %s, backend %s, precision %s%s, img_size %d, stride %d, %d classes",
+            type(model).__name__, self.device, self.backend, self.precision, picked, self.img_size,
+            self.stride, self.num_classes,
         )
+
+    @property
+    def _bf16_autocast(self) -> bool:
+        return self.backend == "torch" and self.precision == "bf16"
 
     @classmethod
     def from_weights(
@@ -236,6 +295,10 @@ class Detector:
     ) -> Detector:
         """Load a model with :func:`detector.checkpoint.load_model` (on the configured device,
         fused unless ``fuse=False``) and wrap it.
+
+        With ``backend="onnxruntime"`` or ``"openvino"``, ``source`` may also be an exported
+        ``.onnx`` / OpenVINO ``.xml`` file (``yolov7-track export``); weights of any other kind
+        are exported once into ``~/.cache/yolov7-track/exports`` and the export is reused.
 
         Args:
             source: an official release ``.pt``, our ``.safetensors`` file, or a registry name
@@ -249,10 +312,7 @@ class Detector:
         if config is not None and options:
             raise TypeError("pass either a DetectorConfig or keyword options, not both")
         config = config if config is not None else DetectorConfig(**options)
-        from detector.checkpoint import load_model  # lazy: checkpoint I/O is heavy and optional here
-
-        model = load_model(source, device=resolve_device(config.device), fuse=config.fuse)
-        return cls(model, config)
+        return cls(load_detector_model(source, config), config)
 
     # ------------------------------------------------------------------ inference
 
@@ -335,8 +395,29 @@ class Detector:
         x = torch.from_numpy(batch_u8).to(self.device, non_blocking=True)
         return x.to(self.dtype).div_(255.0)
 
+    def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's decoded prediction for a model input, in this Detector's precision.
+
+        Args:
+            x: ``(B, 3, h, w)`` RGB in [0, 1] on :attr:`device`, float32 (float16 for fp16), ``h``
+                and ``w`` multiples of :attr:`stride`.
+
+        Returns:
+            ``(B, N, 5 + num_classes)`` float32: ``cx, cy, w, h`` in input pixels, objectness and
+            class probabilities (the input of NMS).
+
+        Raises:
+            DetectorError: the model returned something else.
+        """
+        return self._forward(x).float()
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        pred = self.model(x)
+        if self._bf16_autocast:
+            # convolutions in bf16 (AVX512-BF16/AMX), weights and the head's box decode in fp32
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                pred = self.model(x.contiguous(memory_format=torch.channels_last))
+        else:
+            pred = self.model(x)
         if not isinstance(pred, torch.Tensor) or pred.ndim != 3 or pred.shape[2] != 5 + self.num_classes:
             shape = tuple(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
             raise DetectorError(

@@ -9,6 +9,14 @@ Only precisions the hardware runs natively are chosen automatically:
 
 Asking for a precision the device cannot run raises :class:`~detector.errors.DetectorConfigError`;
 there is no silent fallback.
+
+For inference, ``auto`` picks the fastest precision whose accuracy is *proven* for the hardware
+and backend: on every bundled model, mAP@0.5 through ``yolov7-track val`` moves by at most
+:data:`ACCURACY_GUARD_MAP50` (0.005) from fp32 (``benchmarks/precision_guard.py``, results in
+``benchmarks/results/precision_guard.json``). bf16 on a native-bf16 CPU passed it with torch and
+OpenVINO. fp16 on CUDA is the official code's own inference precision (``test.py``/``detect.py``
+run ``model.half()`` on CUDA; the paper's mAP is fp16). ONNX Runtime runs fp32 only here.
+int8 (NNCF post-training quantisation) is never picked by ``auto``: it is an export option.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from .errors import DetectorConfigError
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+ACCURACY_GUARD_MAP50 = 0.005  # issue 12: largest mAP@0.5 change allowed for a precision `auto` picks
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -70,3 +80,33 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise DetectorConfigError(f"precision 'bf16' is not supported on {device}; use 'fp16'")
     return precision
+
+
+def resolve_inference_precision(precision: str, device: torch.device, backend: str = "torch") -> str:
+    """The precision inference runs in for ``precision`` on ``device`` with ``backend``.
+
+    * ``torch``: as :func:`resolve_precision` (``auto``: fp16 on CUDA, bf16 on a native-bf16 CPU,
+      else fp32).
+    * ``onnxruntime``: fp32 (its CPU kernels have no bf16 convolutions); ``auto`` gives fp32.
+    * ``openvino``: CPU only; fp32 or bf16 (native-bf16 CPUs; ``INFERENCE_PRECISION_HINT``).
+
+    Raises:
+        DetectorConfigError: an unknown backend or precision, or one the backend/device cannot run.
+    """
+    if backend not in BACKENDS:
+        raise DetectorConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return resolve_precision(precision, device)
+    if precision not in PRECISIONS:
+        raise DetectorConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    if backend == "openvino":
+        if device.type != "cpu":
+            raise DetectorConfigError(f"backend 'openvino' runs on the CPU here; use device 'cpu', not {device}")
+        if precision == "fp16":
+            raise DetectorConfigError("backend 'openvino' on the CPU runs fp32 or bf16, not fp16")
+        return resolve_precision(precision, device)
+    if precision in ("bf16", "fp16"):
+        raise DetectorConfigError(f"backend 'onnxruntime' runs fp32 only; for {precision} use backend "
+                                  "'torch' or 'openvino'")
+    return "fp32"

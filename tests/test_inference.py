@@ -239,7 +239,9 @@ BAD_CONFIGS = [
     pytest.param(dict(classes=[-1]), "classes", id="classes-negative"),
     pytest.param(dict(classes=3), "classes", id="classes-int"),
     pytest.param(dict(device="gpu"), "device", id="device"),
-    pytest.param(dict(device="cpu", half=True), "half", id="half-on-cpu"),
+    pytest.param(dict(device="cpu", precision="fp16"), "'fp16' needs a CUDA device", id="fp16-on-cpu"),
+    pytest.param(dict(precision="int8"), "precision must be one of", id="precision-unknown"),
+    pytest.param(dict(backend="tensorrt"), "backend must be one of", id="backend-unknown"),
     pytest.param(dict(num_threads=0), "num_threads", id="threads"),
     pytest.param(dict(fuse="yes"), "fuse", id="fuse"),
 ]
@@ -281,8 +283,8 @@ def test_cuda_requests_without_cuda(monkeypatch) -> None:
     for device in ("cuda", "cuda:0"):
         with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
             resolve_device(device)
-    with pytest.raises(DetectorConfigError, match="half=True needs a CUDA device"):
-        Detector(RectangleFinder(), device="auto", half=True)
+    with pytest.raises(DetectorConfigError, match="'fp16' needs a CUDA device"):
+        Detector(RectangleFinder(), device="auto", precision="fp16")
 
 
 def test_cuda_index_out_of_range(monkeypatch) -> None:
@@ -356,13 +358,13 @@ def test_from_weights_uses_checkpoint_loader(monkeypatch) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("half", (False, True))
-def test_cuda_matches_cpu(half: bool) -> None:
+@pytest.mark.parametrize("precision", ("fp32", "fp16"))
+def test_cuda_matches_cpu(precision: str) -> None:
     frames = [frame_with_square(720, 1280, (300, 200, 700, 500)), frame_with_square(360, 480, (10, 20, 50, 80))]
     cpu = Detector(RectangleFinder(), device="cpu").detect_batch(frames)
-    cuda = Detector(RectangleFinder(), device="cuda", half=half).detect_batch(frames)
+    cuda = Detector(RectangleFinder(), device="cuda", precision=precision).detect_batch(frames)
     for expected, got in zip(cpu, cuda):
-        np.testing.assert_allclose(got.xyxy, expected.xyxy, atol=0.5 if half else 1e-4)
+        np.testing.assert_allclose(got.xyxy, expected.xyxy, atol=0.5 if precision == "fp16" else 1e-4)
         np.testing.assert_array_equal(got.class_id, expected.class_id)
 
 

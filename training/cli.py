@@ -173,6 +173,12 @@ def val_parser() -> argparse.ArgumentParser:
                         help="letterbox size (default: the model's training size)")
     parser.add_argument("--batch-size", type=_positive_int, default=16, help="batch size (16)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
+                        help="model compute precision (fp32, the reference; auto: the one the app's "
+                        "--precision auto picks here)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default="torch",
+                        help="inference runtime (torch; onnxruntime/openvino: optional extras, also "
+                        "an exported .onnx/.xml as --weights)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold (0.001)")
     parser.add_argument("--iou-thres", type=float, default=0.65, help="NMS IoU threshold (0.65)")
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
@@ -188,8 +194,7 @@ def val_main(argv: Sequence[str]) -> int:
     _configure_logging()
     import torch
 
-    from detector import load_model
-    from detector.inference import resolve_device
+    from detector import Detector
 
     from .config import available_cpu_count
     from .datasets import load_data_config
@@ -197,21 +202,24 @@ def val_main(argv: Sequence[str]) -> int:
 
     try:
         torch.set_num_threads(args.threads or available_cpu_count())
-        device = resolve_device(args.device)
         data = load_data_config(args.data)
-        model = load_model(args.weights, device=device, fuse=True)
-        if list(model.names) != list(data.names):
-            raise TrainingError(f"{args.weights} predicts classes {model.names[:5]}, the data YAML "
+        # the app's own inference path: precision (autocast, channels_last) and backend as it runs
+        detector = Detector.from_weights(args.weights, device=args.device, precision=args.precision,
+                                         backend=args.backend, img_size=args.img_size)
+        if list(detector.names) != list(data.names):
+            raise TrainingError(f"{args.weights} predicts classes {detector.names[:5]}, the data YAML "
                                 f"names {data.names[:5]}; evaluate with matching data")
-        img_size = args.img_size or int(model.img_size)
+        img_size = detector.img_size
         source = data.val if args.split == "val" else data.train
-        result = evaluate(model, source, img_size=img_size, batch_size=args.batch_size,
-                          device=device, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                          workers=args.workers, progress=not args.no_progress)
+        result = evaluate(detector.model, source, img_size=img_size, batch_size=args.batch_size,
+                          device=detector.device, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
+                          workers=args.workers, progress=not args.no_progress,
+                          forward=detector.forward_tensor)
     except _known_errors() as exc:
         print(f"yolov7-track val: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"{args.weights} on {args.data} ({args.split}, {result.images} images, img-size {img_size})")
+    print(f"{args.weights} on {args.data} ({args.split}, {result.images} images, img-size {img_size}, "
+          f"{detector.backend} {detector.precision})")
     print(result.table())
     if args.json is not None:
         args.json.write_text(json.dumps(result.to_dict(), indent=2))

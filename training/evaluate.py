@@ -15,7 +15,7 @@ import contextlib
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -176,14 +176,18 @@ def coco_map(ground_truth: dict[str, Any], results: list[dict[str, Any]],
 def predict(model: nn.Module, dataset: EvalDataset, *, batch_size: int = 16,
             device: torch.device | str = "cpu", conf_thres: float = MAP_CONF_THRES,
             iou_thres: float = MAP_IOU_THRES, workers: int = 0,
-            loss_fn: YOLOv7Loss | None = None, progress: bool = False
+            loss_fn: YOLOv7Loss | None = None, progress: bool = False,
+            forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
             ) -> tuple[list[np.ndarray], dict[str, float] | None]:
-    """Detections of ``model`` on every item of ``dataset`` in original-image pixels.
+    """Detections of ``model`` (or of ``forward``, see :func:`evaluate`) on every item of
+    ``dataset`` in original-image pixels.
 
     Returns:
         ``(detections, loss)``: one ``(M, 6)`` float32 array ``x1, y1, x2, y2, conf, class``
         per item (index order) and, with ``loss_fn``, the mean loss components per image.
     """
+    if forward is not None and loss_fn is not None:
+        raise ValueError("the validation loss needs the model's raw maps: pass loss_fn or forward, not both")
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -199,7 +203,10 @@ def predict(model: nn.Module, dataset: EvalDataset, *, batch_size: int = 16,
     try:
         for images, targets, indices in iterator:
             x = images.to(device).float() / 255
-            decoded, raw = model.forward_with_raw(x)
+            if forward is not None:
+                decoded = forward(x)
+            else:
+                decoded, raw = model.forward_with_raw(x)
             if loss_fn is not None:
                 out = loss_fn(raw, targets.to(device))
                 totals = {"box": totals["box"] + out.box, "obj": totals["obj"] + out.obj,
@@ -227,7 +234,8 @@ def evaluate(model: nn.Module, source: DetectionSource, *, img_size: int, batch_
              device: torch.device | str = "cpu", conf_thres: float = MAP_CONF_THRES,
              iou_thres: float = MAP_IOU_THRES, workers: int = 0,
              loss_fn: YOLOv7Loss | None = None, progress: bool = False,
-             ground_truth: dict[str, Any] | None = None) -> EvaluationResult:
+             ground_truth: dict[str, Any] | None = None,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EvaluationResult:
     """Evaluate ``model`` (eval-mode forward of a :class:`detector.YOLOv7`) on ``source``.
 
     Args:
@@ -235,6 +243,9 @@ def evaluate(model: nn.Module, source: DetectionSource, *, img_size: int, batch_
         ground_truth: a precomputed :func:`coco_ground_truth` of ``source`` (saves re-reading
             image sizes every epoch).
         loss_fn: also compute the validation loss (lead heads).
+        forward: the decoded prediction of a model input instead of ``model``'s own forward,
+            e.g. :meth:`detector.Detector.forward_tensor` (another precision or backend); not
+            with ``loss_fn``.
 
     Returns:
         :class:`EvaluationResult`.
@@ -244,7 +255,7 @@ def evaluate(model: nn.Module, source: DetectionSource, *, img_size: int, batch_
     dataset = EvalDataset(source, img_size)
     detections, loss = predict(model, dataset, batch_size=batch_size, device=device,
                                conf_thres=conf_thres, iou_thres=iou_thres, workers=workers,
-                               loss_fn=loss_fn, progress=progress)
+                               loss_fn=loss_fn, progress=progress, forward=forward)
     results = coco_detections(detections)
     map50, map50_95, per_class = coco_map(gt, results, source.names)
     if not all(math.isfinite(v) for v in (map50, map50_95)):

@@ -48,6 +48,9 @@ WINDOW_STATE_FILE_NAME = "window.ini"
 #: Entries kept in the recent-sources list.
 MAX_RECENT_SOURCES = 10
 TRACKER_KINDS = ("bytetrack", "sort")
+# detector.precision.PRECISIONS / BACKENDS (not imported: torch is slow to load; a test keeps them equal)
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
 
 
 class SettingsError(ValueError):
@@ -102,6 +105,9 @@ class GuiSettings:
         iou_thres: NMS IoU threshold, in [0, 1].
         classes: class filter: names (``"person"``) or ids (``"0"``); empty keeps every class.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        precision: model compute precision, ``"auto"`` (default: the fastest one proven accurate on
+            this hardware), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (:class:`detector.DetectorConfig`).
+        backend: inference runtime, ``"torch"`` (default), ``"onnxruntime"`` or ``"openvino"``.
         tracker: tracker choice and parameters.
         record_output: write the annotated video (tracks, lines, zones, counts) of each run.
         output_dir: folder of recorded videos; empty means ``~/Videos/yolov7-track``.
@@ -118,6 +124,8 @@ class GuiSettings:
     iou_thres: float = 0.45
     classes: tuple[str, ...] = ()
     device: str = "auto"
+    precision: str = "auto"
+    backend: str = "torch"
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     record_output: bool = False
     output_dir: str = ""
@@ -135,6 +143,8 @@ class GuiSettings:
         _require_unit_interval("iou_thres", self.iou_thres)
         object.__setattr__(self, "classes", _str_tuple("classes", self.classes))
         _require_str("device", self.device, allow_empty=False)
+        _require_choice("precision", self.precision, PRECISION_CHOICES)
+        _require_choice("backend", self.backend, BACKEND_CHOICES)
         if not isinstance(self.tracker, TrackerSettings):
             raise SettingsError(f"tracker must be a TrackerSettings, got {type(self.tracker).__name__}")
         for name in ("record_output", "pace_files"):
@@ -201,6 +211,11 @@ def _require_unit_interval(name: str, value: object) -> None:
 def _require_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SettingsError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _require_str(name: str, value: object, allow_empty: bool) -> None:

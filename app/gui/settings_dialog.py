@@ -23,7 +23,14 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from app.gui.settings import TRACKER_KINDS, GuiSettings, SettingsError, TrackerSettings
+from app.gui.settings import (
+    BACKEND_CHOICES,
+    PRECISION_CHOICES,
+    TRACKER_KINDS,
+    GuiSettings,
+    SettingsError,
+    TrackerSettings,
+)
 
 __all__ = ["SettingsDialog"]
 
@@ -62,6 +69,16 @@ class SettingsDialog(QDialog):
         self.device.setEditable(True)
         self.device.addItems(["auto", "cpu", "cuda", "cuda:0", "cuda:1"])
         self.device.setCurrentText(settings.device)
+        self.precision = QComboBox()
+        self.precision.addItems(list(PRECISION_CHOICES))
+        self.precision.setCurrentText(settings.precision)
+        self.precision.setToolTip("auto: the fastest precision proven accurate on this hardware "
+                                  "(bf16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA, else fp32)")
+        self.backend = QComboBox()
+        self.backend.addItems(list(BACKEND_CHOICES))
+        self.backend.setCurrentText(settings.backend)
+        self.backend.setToolTip("onnxruntime and openvino are optional extras: "
+                                "pip install 'yolov7-track[onnx]' or 'yolov7-track[openvino]'")
         detector_box = QGroupBox("Detector")
         form = QFormLayout(detector_box)
         form.addRow("Weights:", weights_row)
@@ -70,6 +87,8 @@ class SettingsDialog(QDialog):
         form.addRow("NMS IoU threshold:", self.iou)
         form.addRow("Classes:", self.classes)
         form.addRow("Device:", self.device)
+        form.addRow("Precision:", self.precision)
+        form.addRow("Runtime:", self.backend)
 
         # Tracker
         tracker = settings.tracker
@@ -156,6 +175,8 @@ class SettingsDialog(QDialog):
             iou_thres=self.iou.value(),
             classes=classes,
             device=self.device.currentText().strip(),
+            precision=self.precision.currentText(),
+            backend=self.backend.currentText(),
             tracker=tracker,
             record_output=self.record.isChecked(),
             output_dir=self.output_dir.text().strip(),

@@ -221,7 +221,7 @@ class DetectorCache:
 
     def __call__(self, settings: GuiSettings) -> Detect:
         key = (settings.weights, settings.img_size, settings.conf_thres, settings.iou_thres,
-               settings.classes, settings.device)
+               settings.classes, settings.device, settings.precision, settings.backend)
         with self._lock:
             if key != self._key:
                 self._detector, self._key = None, None  # free the old model before loading
@@ -231,15 +231,15 @@ class DetectorCache:
 
 
 def load_detector(settings: GuiSettings) -> Detect:
-    """A :class:`detector.Detector` for the settings (weights, size, thresholds, classes, device)."""
-    from detector import Detector, DetectorConfig, load_model
-    from detector.inference import resolve_device
+    """A :class:`detector.Detector` for the settings (weights, size, thresholds, classes, device,
+    precision, backend), through the CLI's assembly path (:func:`app.assembly.build_detector`)."""
+    from app.assembly import build_detector
+    from detector import DetectorConfig
 
-    options = dict(img_size=settings.img_size, conf_thres=settings.conf_thres,
-                   iou_thres=settings.iou_thres, device=settings.device)
-    model = load_model(settings.weights, device=resolve_device(DetectorConfig(**options).device), fuse=True)
-    classes = class_ids(settings.classes, [str(name) for name in model.names])
-    return Detector(model, DetectorConfig(classes=classes, **options))
+    config = DetectorConfig(img_size=settings.img_size, conf_thres=settings.conf_thres,
+                            iou_thres=settings.iou_thres, device=settings.device,
+                            precision=settings.precision, backend=settings.backend)
+    return build_detector(settings.weights, config, lambda names: class_ids(settings.classes, names))
 
 
 def class_ids(tokens: Sequence[str], names: Sequence[str]) -> tuple[int, ...] | None:
