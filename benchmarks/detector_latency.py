@@ -19,10 +19,18 @@ after ``--warmup`` untimed runs, batch 1, on this machine, with 1 and 2 CPU thre
   issue 2: yolov7-tiny 64 ms at 640x640 and 41 ms at 384x640; yolov7 397 / 222 ms; yolov7x 711 ms
   at 640x640.
 
+* ``runtimes`` (issue 12): each inference path on the same official-format checkpoint (the
+  fixture weights of ``yolov7-tiny`` and ``yolov7``), batch 1, ``--runtime-threads`` threads (2),
+  at 640x640 and 384x640: the **official code** (fused fp32, from the checkout at
+  ``$YOLOV7_OFFICIAL_DIR``; the column is skipped, saying so, when it is not set), ours fp32,
+  ours bf16 (autocast + channels_last, as ``--precision bf16``), ONNX Runtime fp32, OpenVINO
+  fp32 / bf16 / int8 (NNCF, calibrated on 16 frames of the bundled clip), each also as a ratio
+  to the official fp32 (goal for our best default path on tiny at 384x640: <= 0.40).
+
 Usage::
 
     python benchmarks/detector_latency.py [--models yolov7-tiny yolov7 ... | all] [--repeats 20]
-        [--threads 1 2] [--skip-forward] [--no-cuda]
+        [--threads 1 2] [--skip-forward] [--no-cuda] [--skip-runtimes] [--runtime-models ...]
 
 prints the tables and writes ``benchmarks/results/detector_latency.json``.
 """
@@ -280,6 +288,85 @@ def _forward_row(model_name: str, h: int, w: int, device: str, dtype: str, threa
     }
 
 
+# ---------------------------------------------------------------- runtimes (issue 12)
+
+RUNTIME_INPUTS = ((640, 640), (384, 640))
+RUNTIME_MODELS = ("yolov7-tiny", "yolov7")
+GOAL_BEST_VS_OFFICIAL = 0.40
+CALIB_CLIP = REPO / "assets" / "samples" / "traffic_street_fixedcam.mp4"
+
+
+def runtime_paths(arch: str, work: Path) -> dict[str, Callable[[torch.Tensor], Any] | str]:
+    """Inference path name -> ``run(x)`` or the reason it is skipped, for ``arch`` with the
+    fixture's official-format checkpoint."""
+    import importlib.util
+
+    from _official import official_model
+    from detector import Detector, load_model
+    from detector.precision import cpu_has_native_bf16
+
+    weights = shared_path("fixtures", "yolov7", f"{arch}.official-format.pt")
+    paths: dict[str, Callable[[torch.Tensor], Any] | str] = {}
+    official, why = official_model(weights)
+    paths["official fp32"] = (lambda x: official(x)[0]) if official is not None else why
+    ours = load_model(weights, fuse=True)
+    paths["ours fp32"] = ours
+    if cpu_has_native_bf16():
+        paths["ours bf16"] = Detector(load_model(weights, fuse=True), device="cpu", precision="bf16").forward_tensor
+    else:
+        paths["ours bf16"] = "no native bf16 on this CPU"
+    have_ort = importlib.util.find_spec("onnxruntime") is not None
+    have_ov = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
+    if have_ort or have_ov:
+        from detector.export import export_onnx, export_openvino
+        from detector.runtimes import load_runtime
+
+        onnx_path = export_onnx(ours, work / f"{arch}.onnx")
+    threads = torch.get_num_threads()
+    paths["onnxruntime fp32"] = (load_runtime(onnx_path, "onnxruntime", num_threads=threads) if have_ort
+                                 else "onnxruntime is not installed (pip install 'yolov7-track[onnx]')")
+    if have_ov:
+        xml = export_openvino(onnx_path, work / f"{arch}.xml")
+        int8_xml = export_openvino(onnx_path, work / f"{arch}-int8.xml", int8=True, calib=CALIB_CLIP, calib_frames=16)
+        paths["openvino fp32"] = load_runtime(xml, "openvino", precision="fp32", num_threads=threads)
+        paths["openvino bf16"] = (load_runtime(xml, "openvino", precision="bf16", num_threads=threads)
+                                  if cpu_has_native_bf16() else "no native bf16 on this CPU")
+        paths["openvino int8"] = load_runtime(int8_xml, "openvino", precision="fp32", num_threads=threads)
+    else:
+        for name in ("openvino fp32", "openvino bf16", "openvino int8"):
+            paths[name] = "openvino/nncf are not installed (pip install 'yolov7-track[openvino]')"
+    return paths
+
+
+def bench_runtimes(models: list[str], threads: int, repeats: int, warmup: int) -> list[dict]:
+    """Median ms of every inference path per model and input, with the ratio to the official
+    fp32 path (or ``None`` when the official code is not available)."""
+    import tempfile
+
+    set_threads(threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="latency-runtimes-") as tmp:
+        for arch in models:
+            paths = runtime_paths(arch, Path(tmp))
+            for h, w in RUNTIME_INPUTS:
+                x = torch.rand((1, 3, h, w))
+                measured: dict[str, float] = {}
+                for name, run in paths.items():
+                    if isinstance(run, str):
+                        rows.append({"model": arch, "input_hw": [h, w], "path": name, "threads": threads,
+                                     "ms": None, "vs_official": None, "skipped": run})
+                        continue
+                    with torch.inference_mode():
+                        measured[name] = median_ms(lambda: run(x), repeats, warmup)
+                    logger.info("%s %dx%d %s: %.1f ms", arch, h, w, name, measured[name])
+                official_ms = measured.get("official fp32")
+                for name, ms in measured.items():
+                    rows.append({"model": arch, "input_hw": [h, w], "path": name, "threads": threads, "ms": ms,
+                                 "vs_official": ms / official_ms if official_ms else None,
+                                 "vs_ours_fp32": ms / measured["ours fp32"], "skipped": None})
+    return rows
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -329,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU thread counts")
     parser.add_argument("--skip-forward", action="store_true", help="time pre/post-processing only")
     parser.add_argument("--no-cuda", action="store_true", help="skip CUDA timings even if a GPU is present")
+    parser.add_argument("--skip-runtimes", action="store_true", help="skip the inference-path comparison")
+    parser.add_argument("--runtime-models", nargs="+", default=list(RUNTIME_MODELS),
+                        help="models of the inference-path comparison (yolov7-tiny yolov7)")
+    parser.add_argument("--runtime-threads", type=int, default=2, help="threads of that comparison (2)")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="JSON output path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -350,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         for model_name in models:
             forward += bench_forward(model_name, args.threads, args.repeats, args.warmup, use_cuda)
     budget = budget_summary(pre, post, forward)
+    runtimes = [] if args.skip_runtimes else bench_runtimes(args.runtime_models, args.runtime_threads,
+                                                           args.repeats, args.warmup)
     gemm = [{"threads": t, "gemm_gflops": gemm_gflops(t)} for t in args.threads]
 
     print_table("Pre-processing at 640 (letterbox + tensor), median ms", pre, [
@@ -364,6 +457,16 @@ def main(argv: list[str] | None = None) -> int:
             ("model", "model"), ("input_hw", "input hw"), ("device", "device"), ("dtype", "dtype"),
             ("threads", "threads"), ("forward_ms", "ours ms"),
             ("official_ops_ms", "official ops, same run"), ("reference_official_ms", "issue ref ms")])
+    if runtimes:
+        skipped = sorted({row["skipped"] for row in runtimes if row["skipped"]})
+        print_table(f"Inference paths, batch 1, {args.runtime_threads} threads, median ms; ratios to the "
+                    f"official fp32 (goal for the best default path, tiny 384x640: <= {GOAL_BEST_VS_OFFICIAL})",
+                    [r for r in runtimes if not r["skipped"]], [
+                        ("model", "model"), ("input_hw", "input hw"), ("path", "path"), ("ms", "ms"),
+                        ("vs_official", "vs official fp32"), ("vs_ours_fp32", "vs ours fp32")])
+        for reason in skipped:
+            names = ", ".join(sorted({r["path"] for r in runtimes if r["skipped"] == reason}))
+            print(f"skipped ({names}): {reason}")
     print_table("fp32 GEMM 2048^3, median GFLOP/s (the machine's practical peak, for context)", gemm, [
         ("threads", "threads"), ("gemm_gflops", "GFLOP/s")])
     if budget:
@@ -380,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "settings": {"repeats": args.repeats, "warmup": args.warmup, "threads": args.threads, "models": models},
         "preprocess": pre, "postprocess": post, "forward": forward, "pre_post_budget": budget,
-        "gemm": gemm,
+        "gemm": gemm, "runtimes": runtimes,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
