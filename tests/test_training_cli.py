@@ -82,3 +82,30 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as info:
         train_main(["--epochs", "0"])
     assert info.value.code == 2
+
+
+def test_val_runs_each_precision_and_backend_and_says_which(tiny_data, tmp_path, capsys, monkeypatch):
+    """``val --precision/--backend`` evaluate through the Detector the app runs (issue 12's
+    accuracy guard): the header names the path, and fp32 torch and ONNX Runtime agree."""
+    from detector import create_model, save_model
+    from detector.precision import cpu_has_native_bf16
+
+    names = yaml.safe_load((REPO / "assets" / "configs" / "coco128.yaml").read_text())["names"]
+    monkeypatch.setenv("YOLOV7_TRACK_CACHE", str(tmp_path / "cache"))   # the ONNX export goes here
+    model = create_model("yolov7-tiny", len(names), names=names)
+    model.img_size = 64                                    # a small input keeps this quick
+    weights = save_model(model, tmp_path / "w.safetensors", half=False)
+    results = {}
+    paths = [("torch", "fp32"), ("onnxruntime", "fp32")] + ([("torch", "bf16")] if cpu_has_native_bf16() else [])
+    for backend, precision in paths:
+        report = tmp_path / f"{backend}-{precision}.json"
+        assert val_main(["--data", str(tiny_data), "--weights", str(weights), "--device", "cpu",
+                         "--threads", "1", "--no-progress", "--precision", precision, "--backend", backend,
+                         "--json", str(report)]) == 0
+        assert f"{backend} {precision})" in capsys.readouterr().out
+        results[(backend, precision)] = json.loads(report.read_text())
+    assert results[("onnxruntime", "fp32")]["detections"] == results[("torch", "fp32")]["detections"]
+    assert list((tmp_path / "cache" / "exports").iterdir())          # exported once, cached
+    assert val_main(["--data", str(tiny_data), "--weights", str(weights), "--device", "cpu",
+                     "--backend", "onnxruntime", "--precision", "bf16"]) == 1
+    assert "runs fp32 only" in capsys.readouterr().err
