@@ -191,6 +191,11 @@ def load_detector_model(source: str | PathLike[str], config: DetectorConfig) -> 
     if config.backend == "torch":
         from detector.checkpoint import load_model  # lazy: checkpoint I/O is heavy
 
+        if Path(source).suffix.lower() in (".onnx", ".xml"):
+            raise DetectorConfigError(f"{source} is an exported model (ONNX / OpenVINO); run it with "
+                                      "backend 'onnxruntime' or 'openvino' (--backend), or pass the "
+                                      ".safetensors/.pt weights it was exported from")
+
         return load_model(source, device=resolve_device(config.device), fuse=config.fuse)
     from detector.runtimes import export_for_backend, load_runtime  # lazy: optional extras
 

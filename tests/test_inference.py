@@ -393,3 +393,10 @@ def test_from_weights_with_official_format_fixture() -> None:
         assert errors[best] <= 2e-2
         assert abs(detections.confidence[best] - conf) <= 2e-4
         unused.remove(best)
+
+
+def test_an_export_with_the_torch_backend_names_the_backends(tmp_path) -> None:
+    export = tmp_path / "model.onnx"
+    export.write_bytes(b"not read")
+    with pytest.raises(DetectorConfigError, match="exported model.*--backend"):
+        Detector.from_weights(export, device="cpu")
