@@ -242,6 +242,12 @@ def load_detector(settings: GuiSettings) -> Detect:
     return build_detector(settings.weights, config, lambda names: class_ids(settings.classes, names))
 
 
+def _run_label(source_name: str, detector: Any) -> str:
+    """``"NAME (torch bf16)"``: the status bar says which precision ``auto`` picked."""
+    backend, precision = getattr(detector, "backend", None), getattr(detector, "precision", None)
+    return f"{source_name} ({backend} {precision})" if backend and precision else source_name
+
+
 def class_ids(tokens: Sequence[str], names: Sequence[str]) -> tuple[int, ...] | None:
     """Class ids of a class filter (names, case-insensitive, or ids); ``None`` keeps all.
 
@@ -450,7 +456,7 @@ class PipelineWorker(QObject):
                 self._state = STATE_RUNNING if self._resume.is_set() else STATE_PAUSED
         if self._stop.is_set():
             pipeline.stop()
-        self.runStarted.emit(source.name)
+        self.runStarted.emit(_run_label(source.name, detector))
         return pipeline
 
     def _iterate(self, pipeline: Pipeline) -> None:
