@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calib-images", type=int, default=64)
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other models' entries of an existing --out (re-measure some models)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import platform
@@ -152,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows[name] = row
                 logger.warning("%s %s: mAP@0.5 %.4f", model, name, result["map50"])
             results["models"][model] = {"data": MODELS[model], "paths": rows}
+    if args.update and args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        results["models"] = {**earlier.get("models", {}), **results["models"]}
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
