@@ -207,8 +207,8 @@ def test_traffic_description_on_the_shared_data():
     data = load_data_config(shared_data_config("traffic.yaml"))
     assert data.names == ["person", "bicycle", "car", "motorcycle", "bus", "truck"]
     ranges = {name: end - start for name, start, end in data.train.part_ranges()}
-    assert ranges == {"atl_highway_v12": 234, "manaus_traffic_v4": 238, "manaus_traffic_v5": 21,
-                      "farzad_topview_vehicle": 362, "coco128": 128}
+    assert ranges == {"atl_highway_v12": 3 * 234, "manaus_traffic_v4": 2 * 238, "manaus_traffic_v5": 2 * 21,
+                      "farzad_topview_vehicle": 362, "coco128": 128}              # repeat: 3, 2, 2
     assert "quantum_cctv101" not in data.description["sources"]     # no licence: never trained on
     val_ranges = {name: end - start for name, start, end in data.val.part_ranges()}
     assert val_ranges == {"atl_highway_v12": 31, "manaus_traffic_v4": 56, "manaus_traffic_v5": 5,
