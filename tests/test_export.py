@@ -7,8 +7,10 @@ Tolerances (stated once, used below), all against our fused torch model in fp32:
   probabilities. Measured: ONNX Runtime 2.7e-3 px and 7e-6 on the golden input, 3.4e-4 px and
   2.5e-6 on the traffic clip; OpenVINO 3.9e-3 px and 1.2e-5, 4.6e-4 px and 4.3e-6. After NMS:
   the same detections, boxes within :data:`NMS_BOX_TOL_PX`, the same classes.
-* OpenVINO bf16 (native-bf16 CPUs only): every fp32 detection found again (same class,
-  IoU >= 0.5), boxes within :data:`BF16_BOX_TOL_PX` (measured: 27/27, 0.34 px).
+* OpenVINO bf16 (native-bf16 CPUs only): every fp32 detection scoring at least
+  ``0.25 + BF16_SCORE_MARGIN`` found again (same class, IoU >= 0.5; one nearer the threshold may
+  cross it), boxes within :data:`BF16_BOX_TOL_PX` (measured with the stage-3 default model:
+  27/27, 0.34 px; with stage 4, 33 of its 34 at conf >= 0.25: the 34th scores under 0.30).
 * OpenVINO int8 (NNCF, 8 calibration frames of the traffic clip): at least
   :data:`INT8_MIN_RECALL` of the fp32 detections (conf >= 0.25) found again with the same class
   at IoU >= 0.5 on 12 other frames of the clip, and at most :data:`INT8_MAX_EXTRA` times as many
@@ -56,6 +58,7 @@ FP32_BOX_TOL_PX = 1e-2
 FP32_SCORE_TOL = 5e-5
 NMS_BOX_TOL_PX = 0.5
 BF16_BOX_TOL_PX = 2.0
+BF16_SCORE_MARGIN = 0.05  # bf16 moves scores by up to about 0.05 (tests/test_precision.py)
 INT8_MIN_RECALL = 0.9
 INT8_MAX_EXTRA = 0.3
 CONF, IOU = 0.25, 0.45
@@ -156,13 +159,17 @@ def _matches(reference: np.ndarray, other: np.ndarray) -> tuple[int, float]:
     return len(used), max(errors)
 
 
-def _agreement(model: torch.nn.Module, reference: torch.nn.Module, inputs: list[torch.Tensor]) -> tuple[int, int, int, float]:
-    """(fp32 detections, matched, other's detections, largest matched box error px)."""
+def _agreement(model: torch.nn.Module, reference: torch.nn.Module, inputs: list[torch.Tensor],
+               margin: float = 0.0) -> tuple[int, int, int, float]:
+    """(fp32 detections, matched, other's detections, largest matched box error px). With a
+    ``margin``, only fp32 detections scoring ``CONF + margin`` or more must be found: a lower
+    precision may move a score that close to the threshold across it."""
     n_ref = n_other = n_matched = 0
     worst = 0.0
     with torch.inference_mode():
         for x in inputs:
             ref = non_max_suppression(reference(x), CONF, IOU)[0].numpy()
+            ref = ref[ref[:, 4] >= CONF + margin]
             other = non_max_suppression(model(x), CONF, IOU)[0].numpy()
             matched, error = _matches(ref, other)
             n_ref, n_other, n_matched, worst = n_ref + len(ref), n_other + len(other), n_matched + matched, max(worst, error)
@@ -231,7 +238,7 @@ def test_openvino_bf16_runs_only_where_native_and_agrees(exports, traffic_model,
         return
     runtime = load_runtime(exports["traffic_xml"], "openvino", precision="bf16")
     assert runtime._compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
-    n_ref, matched, _, worst = _agreement(runtime, traffic_model, eval_inputs)
+    n_ref, matched, _, worst = _agreement(runtime, traffic_model, eval_inputs, margin=BF16_SCORE_MARGIN)
     assert n_ref > 10 and matched == n_ref and worst <= BF16_BOX_TOL_PX, (n_ref, matched, worst)
 
 
