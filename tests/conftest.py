@@ -11,3 +11,14 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the ONNX Runtime / OpenVINO tests (tests/test_export.py) last.
+
+    After all of them have run in this process, the GUI test that delivers SIGINT to the
+    process (test_gui_main_window::test_ctrl_c...) segfaults; each part of test_export.py
+    alone before it does not, and the GUI tests before test_export.py pass. The runtimes' native
+    thread pools are the suspects; the cause is not found yet (see the issue notes). Ordering
+    keeps the suite honest about both: every test still runs, in one process."""
+    items.sort(key=lambda item: item.fspath.basename == "test_export.py")
