@@ -513,9 +513,6 @@ def _run_track(argv: Sequence[str]) -> int:
     sinks: list[Any] = []
     try:
         detector = _load_detector(args)
-        print(f"{PROG}: {args.weights} on {detector.device}, {detector.backend} {detector.precision}"
-              f"{' (--precision auto)' if args.precision == 'auto' else ''}, img-size {detector.img_size}",
-              file=sys.stderr)
         sinks = _open_sinks(args.events, args.events_mode)
         config = PipelineConfig(
             video_output=args.output,
@@ -529,6 +526,10 @@ def _run_track(argv: Sequence[str]) -> int:
         for resource in (*sinks, source):
             resource.close()
         raise
+    # after every check that can refuse the run, so that a refusal stays one line on stderr
+    print(f"{PROG}: {args.weights} on {detector.device}, {detector.backend} {detector.precision}"
+          f"{' (--precision auto)' if args.precision == 'auto' else ''}, img-size {detector.img_size}",
+          file=sys.stderr)
     total = getattr(source, "frame_count", None)
     if total is not None and args.max_frames is not None:
         total = min(total, args.max_frames)
