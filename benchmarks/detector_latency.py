@@ -23,7 +23,8 @@ after ``--warmup`` untimed runs, batch 1, on this machine, with 1 and 2 CPU thre
   fixture weights of ``yolov7-tiny`` and ``yolov7``), batch 1, ``--runtime-threads`` threads (2),
   at 640x640 and 384x640: the **official code** (fused fp32, from the checkout at
   ``$YOLOV7_OFFICIAL_DIR``; the column is skipped, saying so, when it is not set), ours fp32,
-  ours bf16 (autocast + channels_last, as ``--precision bf16``), ONNX Runtime fp32, OpenVINO
+  ours bf16 (bf16 weights in channels_last, the body as a frozen TorchScript graph, as
+  ``--precision bf16``; and the same model eager), ONNX Runtime fp32, OpenVINO
   fp32 / bf16 / int8 (NNCF, calibrated on 16 frames of the bundled clip), each also as a ratio
   to the official fp32 (goal for our best default path on tiny at 384x640: <= 0.40).
 
@@ -312,9 +313,11 @@ def runtime_paths(arch: str, work: Path) -> dict[str, Callable[[torch.Tensor], A
     ours = load_model(weights, fuse=True)
     paths["ours fp32"] = ours
     if cpu_has_native_bf16():
-        paths["ours bf16"] = Detector(load_model(weights, fuse=True), device="cpu", precision="bf16").forward_tensor
+        bf16 = Detector(load_model(weights, fuse=True), device="cpu", precision="bf16")
+        paths["ours bf16"] = bf16.forward_tensor  # the default path: body as a frozen graph
+        paths["ours bf16 eager"] = lambda x: bf16.model(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
     else:
-        paths["ours bf16"] = "no native bf16 on this CPU"
+        paths["ours bf16"] = paths["ours bf16 eager"] = "no native bf16 on this CPU"
     have_ort = importlib.util.find_spec("onnxruntime") is not None
     have_ov = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("nncf") is not None
     if have_ort or have_ov:

@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from detector.errors import DetectorConfigError, DetectorError
+from detector.frozen import FrozenYOLOv7
 from detector.limits import MAX_IMG_SIZE_PX
+from detector.model import YOLOv7
 from detector.postprocess import MAX_DETECTIONS, non_max_suppression, scale_boxes
 from detector.precision import BACKENDS, PRECISIONS, resolve_inference_precision
 from detector.preprocess import Letterbox, letterbox_batch, uint8_to_unit_float, validate_bgr_image
@@ -52,8 +54,8 @@ class DetectorConfig:
         device: ``"auto"`` (``cuda:0`` if available, else ``cpu``), ``"cpu"``, ``"cuda"`` or
             ``"cuda:N"``.
         precision: ``"fp32"`` (default: exact, the official code's CPU path), ``"bf16"``
-            (bfloat16 weights and activations in channels_last; CPUs with native bf16, AVX512-BF16
-            or AMX),
+            (bfloat16 weights and activations in channels_last, the body as a frozen TorchScript
+            graph, :mod:`detector.frozen`; CPUs with native bf16, AVX512-BF16 or AMX),
             ``"fp16"`` (CUDA: the model in float16, as the official ``detect.py``) or ``"auto"``
             (the fastest precision proven accurate for this hardware and backend, see
             :mod:`detector.precision`). Pre- and post-processing stay fp32 either way: letterbox,
@@ -302,6 +304,8 @@ class Detector:
         if self._bf16:
             model = _to_bf16(model.to(memory_format=torch.channels_last))
         self.model = model
+        # bf16 runs the body as one frozen TorchScript graph (detector.frozen): 10-20 % faster
+        self._run_model: nn.Module = FrozenYOLOv7(model) if self._bf16 and isinstance(model, YOLOv7) else model
         picked = f" (auto: {_why_auto(self.precision, self.device, self.backend)})" if self.config.precision == "auto" else ""
         logger.info(
             "Detector ready: %s on %s, backend %s, precision %s%s, img_size %d, stride %d, %d classes",
@@ -438,9 +442,9 @@ class Detector:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._bf16:
             # bf16 weights and activations (AVX512-BF16/AMX); the head decodes boxes in fp32
-            pred = self.model(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+            pred = self._run_model(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
         else:
-            pred = self.model(x)
+            pred = self._run_model(x)
         if not isinstance(pred, torch.Tensor) or pred.ndim != 3 or pred.shape[2] != 5 + self.num_classes:
             shape = tuple(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
             raise DetectorError(

@@ -160,6 +160,20 @@ class YOLOv7(nn.Module):
         out = self.head(self._run_body(x))
         return out if self.training else out[0]
 
+    def lead_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Eval: the head's lead level maps ``(B, na * (5 + nc), ny, nx)``, before reshaping and
+        decoding; ``decode_lead_maps(lead_maps(x)) == model(x)``. Every op here is a convolution,
+        an activation, a pooling, an upsampling or a concatenation, with no shape-dependent
+        Python, so one traced graph of it serves every input shape
+        (:mod:`detector.frozen`)."""
+        head = self.head
+        return tuple(head._level_maps(self._run_body(x)[: head.nl]))
+
+    def decode_lead_maps(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Decoded ``(B, N, 5 + nc)`` from :meth:`lead_maps`' output (fp32 for bf16 maps)."""
+        head = self.head
+        return head.decode(head._to_raw(list(maps)))
+
     def forward_with_raw(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Eval-mode forward returning ``(decoded (B, N, no), raw maps per lead level)``."""
         was_training = self.training

@@ -147,7 +147,7 @@ def test_front_ends_offer_the_detectors_choices():
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
 def test_bf16_detections_match_fp32_on_real_frames():
-    """The bundled model on frames of the bundled clip: bf16 (autocast, channels_last) finds the
+    """The bundled model on frames of the bundled clip: bf16 (bf16 weights, channels_last, frozen graph) finds the
     same vehicles as fp32, boxes within IoU 0.93 and scores within 0.05 (fp32 decode and NMS;
     bf16 keeps 8 significant bits of every activation, so boxes move by a pixel or two)."""
     import supervision as sv
@@ -191,3 +191,31 @@ def test_bf16_box_decode_stays_in_fp32():
     far = cx[cx > 512]
     assert (far - far.round(decimals=0)).abs().max() > 0.01    # not on a bf16 grid of whole pixels
     assert (torch.remainder(far, 4.0) != 0).float().mean() > 0.9
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_frozen_graph_equals_the_eager_model_for_every_input_shape():
+    """bf16 runs the body as a frozen TorchScript graph traced on the first input; the one graph
+    must give the eager model's exact predictions for other batch sizes and letterbox shapes
+    (the body has no shape-dependent Python; a trace that baked a shape in would fail here)."""
+    from detector import Detector
+    from detector.frozen import FrozenYOLOv7
+
+    torch.manual_seed(0)
+    detector = Detector.from_weights("yolov7-tiny-traffic", device="cpu", precision="bf16")
+    assert isinstance(detector._run_model, FrozenYOLOv7)
+    with torch.inference_mode():
+        for shape in [(1, 3, 384, 640), (1, 3, 640, 640), (2, 3, 320, 512), (1, 3, 256, 416)]:
+            x = torch.rand(shape)
+            frozen = detector.forward_tensor(x)
+            eager = detector.model(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+            assert frozen.shape == (shape[0], eager.shape[1], 5 + detector.num_classes)
+            torch.testing.assert_close(frozen, eager.float(), rtol=0, atol=0)
+
+
+def test_fp32_keeps_the_eager_model():
+    """fp32 is the exact reference path (the official code's outputs): no traced graph."""
+    from detector import Detector
+
+    detector = Detector.from_weights("yolov7-tiny-traffic", device="cpu", precision="fp32")
+    assert detector._run_model is detector.model
