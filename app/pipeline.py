@@ -59,11 +59,11 @@ from app.counting import (
     CountingLine,
     CountingZone,
     LineRules,
-    LineSpec,
     ZoneRules,
-    ZoneSpec,
 )
+from app.counting.engine import CountingEngine, CountingSetupError, LineCounts, ZoneCounts, as_configs
 from app.frames import Frame, FrameSource
+from app.render import FrameRenderer
 from app.sinks import EventSinkError
 from app.video_writer import VideoWriter, VideoWriterConfig, VideoWriterError
 
@@ -246,58 +246,6 @@ class _SinkState:
 
 
 Detect = Callable[[np.ndarray], sv.Detections]
-
-
-# ---------------------------------------------------------------------------- read-outs
-@dataclass(frozen=True)
-class LineCounts:
-    """A counting line after a frame: geometry (pixels) and counts so far.
-
-    ``by_class`` maps class name to ``(in_count, out_count)``.
-    """
-
-    name: str
-    start: tuple[float, float]
-    end: tuple[float, float]
-    in_count: int
-    out_count: int
-    by_class: Mapping[str, tuple[int, int]]
-
-    @classmethod
-    def of(cls, line: CountingLine) -> LineCounts:
-        return cls(line.name, line.start, line.end, line.in_count, line.out_count, line.counts_by_class())
-
-
-@dataclass(frozen=True)
-class ZoneCounts:
-    """A zone after a frame: polygon (pixels), occupancy and enter/exit counts so far.
-
-    ``occupancy_by_class``: tracks inside and present now, per class; ``enter_by_class`` and
-    ``exit_by_class``: event counts per class.
-    """
-
-    name: str
-    polygon: tuple[tuple[float, float], ...]
-    occupancy: int
-    enter_count: int
-    exit_count: int
-    occupancy_by_class: Mapping[str, int]
-    enter_by_class: Mapping[str, int]
-    exit_by_class: Mapping[str, int]
-
-    @classmethod
-    def of(cls, zone: CountingZone) -> ZoneCounts:
-        by_class = zone.occupancy_by_class()
-        return cls(
-            zone.name,
-            tuple((float(x), float(y)) for x, y in np.asarray(zone.polygon, dtype=np.float64)),
-            sum(by_class.values()),
-            zone.enter_count,
-            zone.exit_count,
-            by_class,
-            dict(zone.class_enter_count),
-            dict(zone.class_exit_count),
-        )
 
 
 @dataclass(frozen=True)
@@ -645,8 +593,13 @@ class Pipeline:
             raise PipelineConfigError(f"detector must be callable (image_bgr -> sv.Detections), got {detector!r}")
         if not callable(getattr(tracker, "update", None)):
             raise PipelineConfigError(f"tracker must have update(detections, timestamp_s), got {tracker!r}")
-        self._counting = (counting,) if isinstance(counting, CountingConfig) else tuple(counting)
-        _check_unique_names(self._counting)
+        try:
+            self._counting = CountingEngine(
+                counting, line_rules=self.config.line_rules, zone_rules=self.config.zone_rules,
+                max_absent_s=self.config.max_absent_s, class_names=class_names,
+            )
+        except CountingSetupError as exc:
+            raise PipelineConfigError(str(exc)) from exc
         self.source = source
         self.detector = detector
         self.tracker = tracker
@@ -658,8 +611,6 @@ class Pipeline:
             self.config.render if self.config.render is not None else self.config.video_output is not None
         )
         if self._render and renderer is None:
-            from app.render import FrameRenderer
-
             renderer = FrameRenderer()
         self._renderer = renderer
 
@@ -685,13 +636,6 @@ class Pipeline:
         self._frames_discarded = 0
         self._events_total = 0
         self._interrupted = False
-        self._lines: list[CountingLine] = []
-        self._zones: list[CountingZone] = []
-        self._counters_built = False
-        self._pending_counting: tuple[CountingConfig, ...] | None = None
-        self._pending_lock = threading.Lock()
-        self._built_specs: dict[str, LineSpec | ZoneSpec] = {}
-        self.counting_changes = 0
         self._writer: VideoWriter | None = None
         self._video_frames = 0
         self._video_error: str | None = None  # set once the video failed; encoding stops
@@ -704,12 +648,12 @@ class Pipeline:
     @property
     def lines(self) -> tuple[CountingLine, ...]:
         """The counting lines (empty until the first frame fixed their pixel geometry)."""
-        return tuple(self._lines)
+        return self._counting.lines
 
     @property
     def zones(self) -> tuple[CountingZone, ...]:
         """The zones (empty until the first frame)."""
-        return tuple(self._zones)
+        return self._counting.zones
 
     @property
     def drops_frames(self) -> bool:
@@ -720,14 +664,8 @@ class Pipeline:
         """Replace the lines and zones from the next frame on (thread-safe, returns at once).
 
         The inference thread applies the new configuration right before it counts the next
-        frame, so counters are only ever touched by that thread:
-
-        - a line or zone whose spec (name, geometry in pixels, anchor) is unchanged keeps its
-          counter, its counts and the state of the tracks near it;
-        - a new or changed one starts from zero (crossings of an old segment say nothing about
-          a moved one);
-        - a removed zone reports the exits of the objects still inside (as at the end of a
-          stream), so every ENTER has its EXIT.
+        frame, so counters are only ever touched by that thread. What happens to the counts of
+        edited, kept and removed lines and zones: :class:`app.counting.engine.CountingEngine`.
 
         Args:
             counting: the new lines and zones (``None`` or ``()``: none). Names must be unique.
@@ -735,11 +673,15 @@ class Pipeline:
         Raises:
             PipelineConfigError: duplicate names or an object that is not a CountingConfig.
         """
-        configs = () if counting is None else (
-            (counting,) if isinstance(counting, CountingConfig) else tuple(counting))
-        _check_unique_names(configs)
-        with self._pending_lock:
-            self._pending_counting = configs
+        try:
+            self._counting.set_configs(counting)
+        except CountingSetupError as exc:
+            raise PipelineConfigError(str(exc)) from exc
+
+    @property
+    def counting_changes(self) -> int:
+        """How many :meth:`set_counting` calls took effect so far."""
+        return self._counting.changes
 
     def stop(self) -> None:
         """Ask the run to end (thread-safe; safe in a signal handler). Returns at once.
@@ -1002,21 +944,16 @@ class Pipeline:
 
     def _infer(self, captured: _Captured) -> _Inferred:
         frame = captured.frame
-        with self._pending_lock:
-            pending, self._pending_counting = self._pending_counting, None
-        removed_zone_events = self._apply_counting(pending, frame) if pending is not None else ()
         timestamp_s, index = self._clock.next(frame)
         t0 = time.perf_counter()
         detections = _drop_degenerate(self.detector(frame.image))
         t1 = time.perf_counter()
         tracks = self.tracker.update(detections, timestamp_s=timestamp_s)
         t2 = time.perf_counter()
-        if not self._counters_built:
-            self._build_counters(frame)
-        events: list[CountEvent] = list(removed_zone_events)
-        for counter in (*self._lines, *self._zones):
-            events.extend(counter.update(tracks, timestamp_s, index))
+        height, width = frame.shape_hw
+        events = self._counting.update(tracks, timestamp_s, index, (width, height))
         t3 = time.perf_counter()
+        lines, zones = self._counting.readouts()
         for event in events:
             _log_event("counted", event)
         for name, seconds, done in (("detect", t1 - t0, t1), ("track", t2 - t1, t2), ("count", t3 - t2, t3)):
@@ -1026,72 +963,11 @@ class Pipeline:
             timestamp_s=timestamp_s,
             detections=detections,
             tracks=tracks,
-            events=tuple(events),
-            lines=tuple(LineCounts.of(line) for line in self._lines),
-            zones=tuple(ZoneCounts.of(zone) for zone in self._zones),
+            events=events,
+            lines=lines,
+            zones=zones,
             step_s={"capture": captured.capture_s, "detect": t1 - t0, "track": t2 - t1, "count": t3 - t2},
         )
-
-    def _build_counters(self, frame: Frame) -> None:
-        height, width = frame.shape_hw
-        for counting in self._counting:
-            lines, zones = counting.build(width, height, **self._counter_options())
-            self._lines.extend(lines)
-            self._zones.extend(zones)
-        self._built_specs = _pixel_specs(self._counting, width, height)
-        self._counters_built = True
-        for line in self._lines:
-            logger.info("line %r: %s -> %s px", line.name, line.start, line.end)
-        for zone in self._zones:
-            logger.info("zone %r: %d vertices", zone.name, len(zone.polygon))
-
-    def _apply_counting(self, configs: tuple[CountingConfig, ...], frame: Frame) -> tuple[CountEvent, ...]:
-        """Swap in ``configs`` (inference thread), keeping the counters of unchanged specs;
-        returns the exits of zones that were removed."""
-        self._counting = configs
-        self.counting_changes += 1
-        if not self._counters_built:  # the first frame builds them from self._counting
-            return ()
-        height, width = frame.shape_hw
-        new_specs = _pixel_specs(configs, width, height)
-        old_lines = {line.name: line for line in self._lines}
-        old_zones = {zone.name: zone for zone in self._zones}
-        lines: list[CountingLine] = []
-        zones: list[CountingZone] = []
-        for name, spec in new_specs.items():
-            keep = self._built_specs.get(name) == spec
-            if isinstance(spec, LineSpec):
-                lines.append(old_lines[name] if keep else self._build_line(spec, width, height))
-            else:
-                zones.append(old_zones[name] if keep else self._build_zone(spec, width, height))
-        kept_zones = {id(zone) for zone in zones}
-        events: list[CountEvent] = []
-        for zone in self._zones:
-            if id(zone) not in kept_zones:
-                events.extend(zone.finish())
-        self._lines, self._zones = lines, zones
-        changed = sorted(name for name, spec in new_specs.items() if self._built_specs.get(name) != spec)
-        removed = sorted(set(self._built_specs) - set(new_specs))
-        self._built_specs = new_specs
-        logger.info("counting changed at frame %d: new or changed %s, removed %s",
-                    frame.index, changed or "none", removed or "none")
-        return tuple(events)
-
-    def _build_line(self, spec: LineSpec, width: int, height: int) -> CountingLine:
-        lines, _ = CountingConfig(lines=(spec,)).build(width, height, **self._counter_options())
-        return lines[0]
-
-    def _build_zone(self, spec: ZoneSpec, width: int, height: int) -> CountingZone:
-        _, zones = CountingConfig(zones=(spec,)).build(width, height, **self._counter_options())
-        return zones[0]
-
-    def _counter_options(self) -> dict[str, Any]:
-        return {
-            "line_rules": self.config.line_rules,
-            "zone_rules": self.config.zone_rules,
-            "max_absent_s": self.config.max_absent_s,
-            "class_names": self._class_names,
-        }
 
     # ------------------------------------------------------------------ output stage
     def _output(self, item: _Inferred) -> FrameResult:
@@ -1246,12 +1122,13 @@ class Pipeline:
 
         if error is None and failures:
             status, error = STATUS_FAILED, failures[0]
+        lines, zones = self._counting.readouts()
         self.report = PipelineReport(
             status=status,
             source=self.source.name,
             stats=self.stats(),
-            lines=tuple(LineCounts.of(line) for line in self._lines),
-            zones=tuple(ZoneCounts.of(zone) for zone in self._zones),
+            lines=lines,
+            zones=zones,
             events_total=self._events_total,
             sink_errors=tuple(state.describe() for state in self._sink_states() if state.error is not None),
             video_output=(str(self._writer.output_path)
@@ -1295,9 +1172,7 @@ class Pipeline:
                 return
 
     def _finish_zones(self, failures: list[BaseException]) -> None:
-        events: list[CountEvent] = []
-        for zone in self._zones:
-            events.extend(zone.finish())
+        events = self._counting.finish()
         for event in events:
             _log_event("counted at end of stream", event)
         try:
@@ -1330,29 +1205,6 @@ def _source_timestamp_repairs(source: FrameSource) -> int:
     increase, and log each repair); 0 for a source without the counter."""
     repairs = getattr(source, "timestamp_repairs", 0)
     return repairs if isinstance(repairs, int) and not isinstance(repairs, bool) else 0
-
-
-def _pixel_specs(configs: Sequence[CountingConfig], width: int, height: int) -> dict[str, LineSpec | ZoneSpec]:
-    """Name -> spec in pixels of a ``width`` x ``height`` frame, lines first, in order."""
-    specs: dict[str, LineSpec | ZoneSpec] = {}
-    for config in configs:
-        pixels = config.to_pixels(width, height)
-        for spec in (*pixels.lines, *pixels.zones):
-            specs[spec.name] = spec
-    return specs
-
-
-def _check_unique_names(configs: Sequence[CountingConfig]) -> None:
-    seen: set[str] = set()
-    for counting in configs:
-        if not isinstance(counting, CountingConfig):
-            raise PipelineConfigError(f"counting must hold CountingConfig objects, got {type(counting).__name__}")
-        for spec in (*counting.lines, *counting.zones):
-            if spec.name in seen:
-                raise PipelineConfigError(
-                    f"line/zone name {spec.name!r} is used twice; give every line and zone its own name"
-                )
-            seen.add(spec.name)
 
 
 def _close_collecting(resource: Any, failures: list[BaseException], what: str) -> None:

@@ -20,14 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import supervision as sv
 
-if TYPE_CHECKING:  # only for annotations: the pipeline imports this module
-    from app.pipeline import LineCounts, ZoneCounts
+from app.counting.engine import LineCounts, ZoneCounts
 
 __all__ = ["FrameRenderer", "RenderStyle", "in_arrow"]
 

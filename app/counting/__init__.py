@@ -26,6 +26,7 @@ from app.counting.config import (
     parse_counting_config,
     save_counting_config,
 )
+from app.counting.engine import CountingEngine, CountingSetupError, DuplicateNameError, LineCounts, ZoneCounts
 from app.counting.events import EVENT_FIELDS, CountEvent, Direction
 from app.counting.geometry import Anchor
 from app.counting.line import DEFAULT_MAX_ABSENT_S, CountingLine, LineRules
@@ -35,14 +36,19 @@ __all__ = [
     "Anchor",
     "CountEvent",
     "CountingConfig",
+    "CountingEngine",
+    "CountingSetupError",
+    "DuplicateNameError",
     "CountingLine",
     "CountingZone",
     "DEFAULT_MAX_ABSENT_S",
     "Direction",
     "EVENT_FIELDS",
+    "LineCounts",
     "LineRules",
     "LineSpec",
     "ZoneConfigError",
+    "ZoneCounts",
     "ZoneRules",
     "ZoneSpec",
     "load_counting_config",

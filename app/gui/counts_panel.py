@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from PyQt6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from app.pipeline import LineCounts, ZoneCounts
+from app.counting import LineCounts, ZoneCounts
 
 __all__ = ["CountsPanel", "count_rows"]
 

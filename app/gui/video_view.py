@@ -42,7 +42,7 @@ from PyQt6.QtGui import (
 from PyQt6.QtWidgets import QInputDialog, QMenu, QSizePolicy, QWidget
 
 from app.gui.shapes import CountingShapes, Hit, ShapeError, ShapeKind
-from app.pipeline import LineCounts, ZoneCounts
+from app.counting import LineCounts, ZoneCounts
 from app.render import in_arrow
 
 __all__ = ["EditMode", "VideoView"]

@@ -38,10 +38,10 @@ import supervision as sv
 from PyQt6.QtCore import QCoreApplication, QObject, QThread, pyqtSignal, pyqtSlot
 from PyQt6.QtGui import QImage
 
-from app.counting import CountEvent, CountingConfig
+from app.counting import CountEvent, CountingConfig, LineCounts, ZoneCounts
 from app.frames import FrameSource
 from app.gui.settings import GuiSettings, SettingsError, TrackerSettings
-from app.pipeline import FrameResult, LineCounts, Pipeline, PipelineConfig, PipelineReport, PipelineStats, TrackerLike, ZoneCounts
+from app.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineReport, PipelineStats, TrackerLike
 from app.paths import RunOutput, check_run_paths
 
 __all__ = [
