@@ -182,7 +182,11 @@ def _track_parser() -> argparse.ArgumentParser:
                         "box (one track, one count) instead of two")
     parser.add_argument("--img-size", type=_positive_int, default=None,
                         help="detector input size in pixels, a multiple of 32 (default: the model's, 640)")
-    parser.add_argument("--tracker", choices=("bytetrack", "sort"), default="bytetrack", help="tracker (bytetrack)")
+    parser.add_argument("--tracker", default="bytetrack", metavar="NAME",
+                        help="tracker: bytetrack (default) or sort (tracker/registry.py)")
+    parser.add_argument("--tracker-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a tracker parameter, repeatable: bytetrack track_thresh, match_thresh, "
+                        "track_buffer, class_aware; sort max_age, min_hits, iou_threshold, class_aware")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="model compute precision: auto picks the fastest one proven accurate here "
@@ -306,11 +310,18 @@ def _load_detector(args: argparse.Namespace) -> Any:
     return build_detector(args.weights, config, lambda names: resolve_classes(args.classes, names))
 
 
-def _make_tracker(name: str, fps: float | None) -> Any:
-    from tracker import SORT, ByteTrack
+def _tracker_params(args: argparse.Namespace) -> dict[str, Any]:
+    """``--tracker`` and ``--tracker-param`` checked against the registry (before anything loads)."""
+    from tracker.registry import parse_tracker_params, tracker_parameters
 
-    frame_rate = float(fps) if fps else DEFAULT_TRACKER_FPS
-    return ByteTrack(frame_rate=frame_rate) if name == "bytetrack" else SORT(frame_rate=frame_rate)
+    tracker_parameters(args.tracker)  # an unknown tracker is refused here, even without parameters
+    return parse_tracker_params(args.tracker, args.tracker_param)
+
+
+def _make_tracker(name: str, params: dict[str, Any], fps: float | None) -> Any:
+    from tracker.registry import make_tracker
+
+    return make_tracker(name, params, frame_rate=float(fps) if fps else DEFAULT_TRACKER_FPS)
 
 
 def _open_source(spec: str, vid_stride: int = 1) -> Any:
@@ -505,6 +516,7 @@ def _run_track(argv: Sequence[str]) -> int:
     args = _track_parser().parse_args(_attach_dash_values(argv, ("--line",)))
     _configure_logging(args.verbose)
     counting = _counting_from_args(args.line, args.zones)
+    tracker_params = _tracker_params(args)
     _check_output_paths(args)
 
     from app.pipeline import Pipeline, PipelineConfig
@@ -519,7 +531,7 @@ def _run_track(argv: Sequence[str]) -> int:
             render=bool(args.output is not None or args.show),
             max_frames=args.max_frames,
         )
-        pipeline = Pipeline(source, detector, _make_tracker(args.tracker, source.fps),
+        pipeline = Pipeline(source, detector, _make_tracker(args.tracker, tracker_params, source.fps),
                             counting=counting.configs, event_sinks=sinks, config=config,
                             class_names=detector.names)
     except BaseException:

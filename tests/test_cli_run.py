@@ -129,6 +129,9 @@ BAD_INPUT = [
     ("bad-img-size", lambda t, w, v: [v, "--weights", w, "--img-size", "100"], 1, ["img_size", "128"]),
     ("bad-conf", lambda t, w, v: [v, "--conf", "2"], 2, ["--conf"]),
     ("bad-output", lambda t, w, v: [v, "--weights", w, "--output", str(t / "out.txt")], 1, ["out.txt", ".mp4"]),
+    ("unknown-tracker", lambda t, w, v: [v, "--weights", w, "--tracker", "deepsort"], 1, ["deepsort", "bytetrack, sort"]),
+    ("bad-tracker-param", lambda t, w, v: [v, "--weights", w, "--tracker", "sort", "--tracker-param", "max_age=-1"],
+     1, ["max_age", ">= 0"]),
 ]
 
 

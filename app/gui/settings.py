@@ -91,6 +91,13 @@ class TrackerSettings:
         for name in ("track_buffer_frames", "max_age_frames", "min_hits"):
             _require_int(f"tracker.{name}", getattr(self, name), minimum=1)
 
+    def params(self) -> dict[str, object]:
+        """The parameters of :attr:`kind` for :func:`tracker.registry.make_tracker`."""
+        if self.kind == "bytetrack":
+            return {"track_thresh": self.track_thresh, "match_thresh": self.match_thresh,
+                    "track_buffer": self.track_buffer_frames}
+        return {"max_age": self.max_age_frames, "min_hits": self.min_hits, "iou_threshold": self.iou_threshold}
+
 
 @dataclass(frozen=True)
 class GuiSettings:

@@ -187,14 +187,10 @@ class ViewRenderer:
 def make_tracker(settings: TrackerSettings, fps: float | None) -> TrackerLike:
     """:class:`tracker.ByteTrack` or :class:`tracker.SORT` from the settings, at the source's
     frame rate (or :data:`DEFAULT_TRACKER_FPS` when it has none)."""
-    from tracker import SORT, ByteTrack
+    from tracker.registry import make_tracker as make_registered_tracker
 
     frame_rate = float(fps) if fps else DEFAULT_TRACKER_FPS
-    if settings.kind == "bytetrack":
-        return ByteTrack(track_thresh=settings.track_thresh, match_thresh=settings.match_thresh,
-                         track_buffer=settings.track_buffer_frames, frame_rate=frame_rate)
-    return SORT(max_age=settings.max_age_frames, min_hits=settings.min_hits,
-                iou_threshold=settings.iou_threshold, frame_rate=frame_rate)
+    return make_registered_tracker(settings.kind, settings.params(), frame_rate=frame_rate)
 
 
 def open_gui_source(spec: str) -> FrameSource:
