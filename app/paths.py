@@ -29,10 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from yolov7_track.errors import Yolov7TrackError
+
 __all__ = ["RunPathError", "RunOutput", "check_run_paths", "same_file", "describe_os_error"]
 
 
-class RunPathError(ValueError):
+class RunPathError(Yolov7TrackError, ValueError):
     """The run's input and output paths collide, or an output cannot be written."""
 
 

@@ -67,6 +67,8 @@ from app.render import FrameRenderer
 from app.sinks import EventSinkError
 from app.video_writer import VideoWriter, VideoWriterConfig, VideoWriterError
 
+from yolov7_track.errors import Yolov7TrackError
+
 __all__ = [
     "STAGES",
     "EventSinkLike",
@@ -103,7 +105,7 @@ _END = object()  # queue sentinel: no more items from the stage before
 
 
 # ------------------------------------------------------------------------------------- errors
-class PipelineError(RuntimeError):
+class PipelineError(Yolov7TrackError, RuntimeError):
     """Misuse of a :class:`Pipeline` (for example iterating it twice)."""
 
 

@@ -41,6 +41,8 @@ import av
 import cv2
 import numpy as np
 
+from yolov7_track.errors import Yolov7TrackError
+
 __all__ = [
     "FRAGMENTED_MP4_FLAGS",
     "VideoWriter",
@@ -63,7 +65,7 @@ FRAGMENTED_MP4_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
 _FRAGMENTED_SUFFIXES = frozenset({".mp4", ".m4v", ".mov"})
 
 
-class VideoWriterError(RuntimeError):
+class VideoWriterError(Yolov7TrackError, RuntimeError):
     """The output video cannot be opened, encoded or finalized (message names the file)."""
 
 

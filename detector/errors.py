@@ -3,8 +3,10 @@ what to do about it."""
 
 from __future__ import annotations
 
+from yolov7_track.errors import Yolov7TrackError
 
-class DetectorError(Exception):
+
+class DetectorError(Yolov7TrackError):
     """Base class of every error raised by :mod:`detector`."""
 
 

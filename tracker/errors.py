@@ -3,8 +3,10 @@ to do about it."""
 
 from __future__ import annotations
 
+from yolov7_track.errors import Yolov7TrackError
 
-class TrackerError(Exception):
+
+class TrackerError(Yolov7TrackError):
     """Base class of every error raised by :mod:`tracker`."""
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from yolov7_track.errors import Yolov7TrackError
 
-class TrainingError(Exception):
+
+class TrainingError(Yolov7TrackError):
     """Base class of every error raised by :mod:`training`."""
 
 

@@ -42,6 +42,8 @@ from app.counting.line import DEFAULT_MAX_ABSENT_S, CountingLine, LineRules
 from app.counting.tracks import ClassNames
 from app.counting.zone import CountingZone, ZoneRules, polygon_problem
 
+from yolov7_track.errors import Yolov7TrackError
+
 __all__ = [
     "ZoneConfigError",
     "LineSpec",
@@ -63,7 +65,7 @@ _TOP_KEYS = ("normalized", "lines", "zones")
 XY = tuple[float, float]
 
 
-class ZoneConfigError(ValueError):
+class ZoneConfigError(Yolov7TrackError, ValueError):
     """A zone file (or an in-memory configuration) is unreadable or invalid.
 
     Attributes:

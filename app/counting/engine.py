@@ -26,12 +26,14 @@ from app.counting.events import CountEvent
 from app.counting.line import DEFAULT_MAX_ABSENT_S, CountingLine, LineRules
 from app.counting.zone import CountingZone, ZoneRules
 
+from yolov7_track.errors import Yolov7TrackError
+
 __all__ = ["CountingEngine", "CountingSetupError", "DuplicateNameError", "LineCounts", "ZoneCounts", "as_configs"]
 
 logger = logging.getLogger(__name__)
 
 
-class CountingSetupError(ValueError):
+class CountingSetupError(Yolov7TrackError, ValueError):
     """The lines and zones handed to a :class:`CountingEngine` are not usable."""
 
 

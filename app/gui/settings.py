@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from yolov7_track.errors import Yolov7TrackError
+
 __all__ = [
     "APP_DIR_NAME",
     "MAX_RECENT_SOURCES",
@@ -53,7 +55,7 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
 
 
-class SettingsError(ValueError):
+class SettingsError(Yolov7TrackError, ValueError):
     """A settings value or file is invalid; the message names the key (and file) and the fix."""
 
 

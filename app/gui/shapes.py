@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from app.counting import Anchor, CountingConfig, LineSpec, ZoneSpec
 from app.counting.geometry import polygon_area_px2
 
+from yolov7_track.errors import Yolov7TrackError
+
 __all__ = ["MIN_LINE_LENGTH_PX", "CountingShapes", "Hit", "ShapeError", "ShapeKind"]
 
 XY = tuple[float, float]
@@ -25,7 +27,7 @@ XY = tuple[float, float]
 MIN_LINE_LENGTH_PX = 8.0
 
 
-class ShapeError(ValueError):
+class ShapeError(Yolov7TrackError, ValueError):
     """An edit that would make the lines and zones invalid (duplicate or empty name, unknown
     shape, a zone with fewer than 3 vertices, a line shorter than :data:`MIN_LINE_LENGTH_PX`)."""
 

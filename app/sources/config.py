@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from yolov7_track.errors import Yolov7TrackError
+
 RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
 
 
-class SourceError(Exception):
+class SourceError(Yolov7TrackError):
     """A source cannot be opened or read (bad spec, unreadable file, unreachable stream, gave up).
 
     The message names the source (path, or URL with the password masked) and what went wrong.
