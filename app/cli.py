@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from yolov7_track.errors import Yolov7TrackError
+
 if TYPE_CHECKING:
     from app.counting import CountingConfig, LineSpec
     from app.pipeline import FrameResult, Pipeline, PipelineReport
@@ -54,7 +56,7 @@ BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
 DEFAULT_TRACKER_FPS = 30.0
 
 
-class UserInputError(Exception):
+class UserInputError(Yolov7TrackError):
     """Bad input from the user (file, URL, option); reported as one line without a traceback."""
 
 
@@ -642,15 +644,29 @@ def _run_gui(argv: Sequence[str]) -> int:
     return gui_main(list(argv))
 
 
+def _run_serve(argv: Sequence[str]) -> int:
+    from app.serve_cmd import run_serve  # imported on use: the service loads the detector and outputs
+
+    return run_serve(argv)
+
+
 def _run_export(argv: Sequence[str]) -> int:
     from app.export_cmd import run_export  # imported on use: torch and the export extras load only here
 
     return run_export(argv)
 
 
+def _run_report(argv: Sequence[str]) -> int:
+    from app.report import report_main  # imported on use, like the other subcommands
+
+    return report_main(list(argv))
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "convert": _run_convert,
     "export": _run_export,
+    "serve": _run_serve,
+    "report": _run_report,
     "train": _run_train,
     "val": _run_val,
     "gui": _run_gui,
@@ -659,24 +675,9 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'bad input' or an expected failure (unreadable file,
-    unreachable camera, bad zone file, full disk): reported in one line, no traceback."""
-    errors: list[type[BaseException]] = [UserInputError, FileNotFoundError]
-    for module, name in (
-        ("detector.errors", "DetectorError"),
-        ("tracker.errors", "TrackerError"),
-        ("app.sources", "SourceError"),
-        ("app.counting", "ZoneConfigError"),
-        ("app.sinks", "EventSinkError"),
-        ("app.sinks", "UnsupportedEventFileError"),
-        ("app.video_writer", "VideoWriterError"),
-        ("app.pipeline", "PipelineConfigError"),
-        ("app.paths", "RunPathError"),
-    ):
-        try:
-            errors.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):  # a package not importable: nothing to add
-            pass
-    return tuple(errors)
+    unreachable camera, bad zone file, full disk): reported in one line, no traceback. Every
+    error the project raises on purpose derives from :class:`Yolov7TrackError`."""
+    return (Yolov7TrackError, FileNotFoundError)
 
 
 def _describe_os_error(exc: OSError) -> str:

@@ -37,6 +37,7 @@ the repairs are counted in :class:`PipelineStats`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -61,7 +62,8 @@ from app.counting import (
     LineRules,
     ZoneRules,
 )
-from app.counting.engine import CountingEngine, CountingSetupError, LineCounts, ZoneCounts, as_configs
+from app.counting.engine import CountingEngine, CountingSetupError, LineCounts, ZoneCounts
+from app.counting.events import wall_time_iso
 from app.frames import Frame, FrameSource
 from app.render import FrameRenderer
 from app.sinks import EventSinkError
@@ -142,6 +144,12 @@ class PipelineConfig:
             still running then (a stuck camera driver) is left behind as a daemon and logged.
         poll_interval_s: how often blocked stages look at the stop flag (> 0).
         encoder: settings of the video encoder.
+        camera_id: stamped on every event (``CountEvent.camera_id``); ``None`` leaves it empty.
+        start_wall_time_s: files and folders: the wall time (seconds since 1970, UTC) of media
+            time 0, so an event's ``wall_time`` is this plus its ``timestamp_s``. ``None``: the
+            source's own start time when it reports one (``source.start_wall_time_s``, e.g. a
+            container's ``creation_time``), else the moment the run started. Live sources
+            always stamp the time each frame arrived.
     """
 
     capture_queue_frames: int = 4
@@ -158,6 +166,8 @@ class PipelineConfig:
     shutdown_timeout_s: float = 10.0
     poll_interval_s: float = 0.05
     encoder: VideoWriterConfig = field(default_factory=VideoWriterConfig)
+    camera_id: str | None = None
+    start_wall_time_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("capture_queue_frames", "result_queue_frames"):
@@ -178,6 +188,10 @@ class PipelineConfig:
             raise PipelineConfigError(f"line_rules must be a LineRules, got {type(self.line_rules).__name__}")
         if not isinstance(self.zone_rules, ZoneRules):
             raise PipelineConfigError(f"zone_rules must be a ZoneRules, got {type(self.zone_rules).__name__}")
+        if self.camera_id is not None and (not isinstance(self.camera_id, str) or not self.camera_id.strip()):
+            raise PipelineConfigError(f"camera_id must be a non-empty string or None, got {self.camera_id!r}")
+        if self.start_wall_time_s is not None:
+            _require_positive(self.start_wall_time_s, "start_wall_time_s")
         if not isinstance(self.encoder, VideoWriterConfig):
             raise PipelineConfigError(f"encoder must be a VideoWriterConfig, got {type(self.encoder).__name__}")
 
@@ -519,6 +533,7 @@ class _Captured:
     frame: Frame
     arrived_at: float  # time.perf_counter() when the frame came out of the source
     capture_s: float
+    arrived_wall_s: float = 0.0  # time.time() then: the wall time of a live frame
 
 
 @dataclass
@@ -629,6 +644,8 @@ class Pipeline:
         self._latency_lock = threading.Lock()
         self._out_done = deque(maxlen=64)
         self._clock = _MonotonicClock(source.fps)
+        self._media_start_wall_s: float | None = self.config.start_wall_time_s or _source_start_wall_s(source)
+        self._wall_offset_s: float | None = None  # wall time - media time, of the latest frame
         self._started_at: float | None = None
         self._ended_at: float | None = None
         self._frames_in = 0
@@ -831,7 +848,7 @@ class Pipeline:
                 t1 = time.perf_counter()
                 meter.record(t1 - t0, t1)
                 self._frames_in += 1
-                self._enqueue_captured(_Captured(frame, t1, t1 - t0))
+                self._enqueue_captured(_Captured(frame, t1, t1 - t0, time.time()))
                 # With drop-oldest, max_frames counts inferred frames (see _inference_loop).
                 if (not self._drop_oldest and self.config.max_frames is not None
                         and self._frames_in >= self.config.max_frames):
@@ -953,7 +970,8 @@ class Pipeline:
         tracks = self.tracker.update(detections, timestamp_s=timestamp_s)
         t2 = time.perf_counter()
         height, width = frame.shape_hw
-        events = self._counting.update(tracks, timestamp_s, index, (width, height))
+        self._wall_offset_s = self._wall_s(captured, timestamp_s) - timestamp_s
+        events = self._stamped(self._counting.update(tracks, timestamp_s, index, (width, height)))
         t3 = time.perf_counter()
         lines, zones = self._counting.readouts()
         for event in events:
@@ -970,6 +988,21 @@ class Pipeline:
             zones=zones,
             step_s={"capture": captured.capture_s, "detect": t1 - t0, "track": t2 - t1, "count": t3 - t2},
         )
+
+    def _wall_s(self, captured: _Captured, timestamp_s: float) -> float:
+        """Wall time of a frame: its arrival for a live source, start + media time for a file."""
+        if self.source.is_live:
+            return captured.arrived_wall_s
+        if self._media_start_wall_s is None:  # the run's start stands for media time 0
+            self._media_start_wall_s = captured.arrived_wall_s - timestamp_s
+        return self._media_start_wall_s + timestamp_s
+
+    def _stamped(self, events: Sequence[CountEvent]) -> tuple[CountEvent, ...]:
+        """``events`` with the camera id and the wall time of their ``timestamp_s`` (media time
+        shifted by the latest frame's wall - media offset)."""
+        offset = self._wall_offset_s if self._wall_offset_s is not None else time.time()
+        return tuple(dataclasses.replace(e, camera_id=self.config.camera_id,
+                                         wall_time=wall_time_iso(offset + e.timestamp_s)) for e in events)
 
     # ------------------------------------------------------------------ output stage
     def _output(self, item: _Inferred) -> FrameResult:
@@ -1174,7 +1207,7 @@ class Pipeline:
                 return
 
     def _finish_zones(self, failures: list[BaseException]) -> None:
-        events = self._counting.finish()
+        events = self._stamped(self._counting.finish())
         for event in events:
             _log_event("counted at end of stream", event)
         try:
@@ -1207,6 +1240,12 @@ def _source_timestamp_repairs(source: FrameSource) -> int:
     increase, and log each repair); 0 for a source without the counter."""
     repairs = getattr(source, "timestamp_repairs", 0)
     return repairs if isinstance(repairs, int) and not isinstance(repairs, bool) else 0
+
+
+def _source_start_wall_s(source: FrameSource) -> float | None:
+    """The wall time of a file's media time 0 when the source reports one, else ``None``."""
+    start = getattr(source, "start_wall_time_s", None)
+    return float(start) if isinstance(start, (int, float)) and not isinstance(start, bool) and start > 0 else None
 
 
 def _close_collecting(resource: Any, failures: list[BaseException], what: str) -> None:

@@ -3,21 +3,41 @@
 Pick one by file extension with :func:`open_event_sink` (``.csv``; ``.jsonl``/``.ndjson``;
 ``.sqlite``/``.sqlite3``/``.db``). Every sink is a context manager; the columns are
 :data:`app.counting.EVENT_FIELDS` (``timestamp_s, frame_index, zone, track_id, class_name,
-direction, dwell_s``).
+direction, dwell_s, camera_id, wall_time``). A SQLite database also keeps per-5-minute counts in
+a ``counts`` table (see :class:`SqliteEventSink`).
+
+Files of the previous version (no ``camera_id``/``wall_time``; the 7 columns of
+:data:`app.counting.LEGACY_EVENT_FIELDS`) stay usable, and :func:`read_events` reads both
+layouts:
+
+- **CSV**: appending to a file whose header is the 7 legacy columns goes on in that layout, so
+  that every row of the file keeps matching its header (spreadsheets and ``csv`` readers need
+  that): the file stays valid, but the two new fields are not recorded in it. This is logged
+  when the file is opened (INFO) and, once, as a WARNING when the first event that carries a
+  ``camera_id`` or ``wall_time`` is written. To record them, start a new file (another name, or
+  ``--events-mode overwrite``). A new or emptied file always gets the 9 columns.
+- **JSONL**: every line is a self-describing object; new lines carry the two keys (``null``
+  when unset) and old lines without them read as ``None``. Nothing to do.
+- **SQLite**: our own ``events`` table without the two columns gets them (``ALTER TABLE ... ADD
+  COLUMN``, NULL in the old rows) and the ``counts`` table is created and filled from the
+  existing rows, in one transaction, when a sink opens the file in ``append`` or ``overwrite``
+  mode. A version of yolov7-track that predates them refuses the upgraded file (it is "not
+  ours" to it): upgrade every writer of a file together.
 
 Existing files (:class:`EventsMode`, checked when the sink is opened; nothing is changed when
 a file is refused):
 
 - ``append`` (the default): existing events are kept and new ones added after them, once the
-  file is known to be ours: a CSV must start with the header :data:`EVENT_FIELDS`, the last
-  complete line of a JSONL file must be an event, and a SQLite database may hold nothing but our
-  ``events`` table (see :class:`SqliteEventSink`). An empty or missing file is started afresh.
-  Anything else raises :class:`ForeignEventsFileError`, whose message says to choose another
-  file or, for CSV/JSONL, ``--events-mode overwrite``.
+  file is known to be ours: a CSV must start with the header :data:`EVENT_FIELDS` (or the
+  previous version's, above), the last complete line of a JSONL file must be an event, and a
+  SQLite database may hold nothing but our ``events`` and ``counts`` tables (see
+  :class:`SqliteEventSink`). An empty or missing file is started afresh. Anything else raises
+  :class:`ForeignEventsFileError`, whose message says to choose another file or, for CSV/JSONL,
+  ``--events-mode overwrite``.
 - ``new``: the file must not exist or be empty, otherwise :class:`EventsFileExistsError`.
 - ``overwrite``: a CSV/JSONL file is emptied whatever it holds; in a SQLite database the rows of
-  our ``events`` table are deleted. A database that is not ours is refused even here: its tables
-  are never dropped or altered.
+  our ``events`` and ``counts`` tables are deleted. A database that is not ours is refused even
+  here: its tables are never dropped or altered.
 
 A CSV/JSONL file that ends in the middle of a line (a writer killed mid-write) is repaired before
 appending, so that a new event is never glued onto the fragment: a fragment that is a whole
@@ -81,7 +101,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from app.counting.events import EVENT_FIELDS, CountEvent
+from app.buckets import COUNTS_BUCKET_S, event_bucket
+from app.counting.events import EVENT_FIELDS, LEGACY_EVENT_FIELDS, CountEvent
+from yolov7_track.errors import Yolov7TrackError
 
 __all__ = [
     "EventSink",
@@ -99,6 +121,7 @@ __all__ = [
     "read_events",
     "DEFAULT_SYNC_INTERVAL_S",
     "SQLITE_TABLE",
+    "SQLITE_COUNTS_TABLE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,8 +131,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SYNC_INTERVAL_S = 0.5
 #: Name of the events table in SQLite files.
 SQLITE_TABLE = "events"
-#: Columns of :data:`SQLITE_TABLE` with their declared types, in order.
-_SQLITE_COLUMNS: tuple[tuple[str, str], ...] = (
+#: Name of the per-bucket counts table in SQLite files (see :class:`SqliteEventSink`).
+SQLITE_COUNTS_TABLE = "counts"
+#: Columns of :data:`SQLITE_TABLE` as the previous version created it, with their declared types.
+_LEGACY_SQLITE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "INTEGER"),
     ("timestamp_s", "REAL"),
     ("frame_index", "INTEGER"),
@@ -119,6 +144,22 @@ _SQLITE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("direction", "TEXT"),
     ("dwell_s", "REAL"),
 )
+#: Columns added at the end of :data:`SQLITE_TABLE` since then.
+_ADDED_SQLITE_COLUMNS: tuple[tuple[str, str], ...] = (("camera_id", "TEXT"), ("wall_time", "TEXT"))
+#: Columns of :data:`SQLITE_TABLE` with their declared types, in order.
+_SQLITE_COLUMNS: tuple[tuple[str, str], ...] = _LEGACY_SQLITE_COLUMNS + _ADDED_SQLITE_COLUMNS
+#: Columns of :data:`SQLITE_COUNTS_TABLE` with their declared types, in order.
+_SQLITE_COUNTS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("clock", "TEXT"),
+    ("bucket_start_s", "INTEGER"),
+    ("camera_id", "TEXT"),
+    ("zone", "TEXT"),
+    ("class_name", "TEXT"),
+    ("direction", "TEXT"),
+    ("count", "INTEGER"),
+)
+_COUNTS_KEY = "clock, bucket_start_s, camera_id, zone, class_name, direction"
+_OUR_TABLES = (SQLITE_TABLE, SQLITE_COUNTS_TABLE)
 
 _CSV_SUFFIXES = (".csv",)
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -129,7 +170,7 @@ _PROBE_BYTES = 1 << 16
 _CHOOSE = "choose another events file, or --events-mode overwrite to replace its content"
 
 
-class EventSinkError(RuntimeError):
+class EventSinkError(Yolov7TrackError, RuntimeError):
     """Writing events failed (disk full, file removed, database locked...)."""
 
 
@@ -149,7 +190,7 @@ class EventsFileRemovedError(EventSinkError):
     """The SQLite events database was removed or replaced while a sink was writing it."""
 
 
-class UnsupportedEventFileError(ValueError):
+class UnsupportedEventFileError(Yolov7TrackError, ValueError):
     """The events file has an extension no sink handles."""
 
 
@@ -586,61 +627,101 @@ class JsonlEventSink(_TextFileSink):
 class CsvEventSink(_TextFileSink):
     """Comma-separated values with a header row :data:`~app.counting.EVENT_FIELDS`, UTF-8.
 
-    ``dwell_s`` is empty for events without a dwell time. Appending to a file whose header
-    differs raises :class:`ForeignEventsFileError`.
+    ``dwell_s``, ``camera_id`` and ``wall_time`` are empty when unset. An existing file with the
+    header of the previous version (:data:`~app.counting.LEGACY_EVENT_FIELDS`) is appended to in
+    that layout, without ``camera_id`` and ``wall_time`` (see the module docstring). Appending to
+    a file with any other header raises :class:`ForeignEventsFileError`.
     """
 
     _newline = ""  # the csv module writes its own line ends
     _writer: Any  # a csv.writer over self._file
+    #: The columns of the open file: EVENT_FIELDS, or LEGACY_EVENT_FIELDS for an older file.
+    columns: tuple[str, ...] = EVENT_FIELDS
+    _warned_dropped = False
 
     def _check_ours(self, first_line: str | None, last_line: str | None) -> None:
         if first_line is None:
             return
-        header = next(csv.reader([first_line]), [])
-        if tuple(header) != EVENT_FIELDS:
+        header = tuple(next(csv.reader([first_line]), []))
+        if header not in (EVENT_FIELDS, LEGACY_EVENT_FIELDS):
             raise ForeignEventsFileError(
-                f"cannot append to {self.path}: its header {header} is not {list(EVENT_FIELDS)}; "
+                f"cannot append to {self.path}: its header {list(header)} is not {list(EVENT_FIELDS)}; "
                 f"it is not ours: {_CHOOSE}"
             )
+        self._use_columns(header)
 
     def _is_whole_line(self, fragment: str, first: bool) -> bool:
-        row = next(csv.reader([fragment]), [])
+        row = tuple(next(csv.reader([fragment]), []))
         if first:
-            return tuple(row) == EVENT_FIELDS
+            if row in (EVENT_FIELDS, LEGACY_EVENT_FIELDS):
+                self._use_columns(row)
+                return True
+            return False
         try:
-            CountEvent.from_dict(dict(zip(EVENT_FIELDS, row, strict=True)))
+            CountEvent.from_dict(dict(zip(self.columns, row, strict=True)))
         except (KeyError, ValueError):
             return False
         return True
 
+    def _use_columns(self, header: tuple[str, ...]) -> None:
+        self.columns = header
+        if header == LEGACY_EVENT_FIELDS:
+            logger.info(
+                "%s has the 7 columns of an earlier yolov7-track: appending in that layout, without "
+                "camera_id and wall_time (a new events file gets them)", self.path,
+            )
+
     def _start_writing(self, empty: bool) -> None:
         self._writer = csv.writer(self._file, lineterminator="\n")
         if empty:
+            self.columns = EVENT_FIELDS
             self._writer.writerow(EVENT_FIELDS)
             self._file.flush()
 
     def _write_one(self, event: CountEvent) -> None:
         row = event.as_dict()
-        self._writer.writerow(["" if row[k] is None else row[k] for k in EVENT_FIELDS])
+        if (not self._warned_dropped and self.columns != EVENT_FIELDS
+                and (event.camera_id is not None or event.wall_time is not None)):
+            self._warned_dropped = True
+            logger.warning(
+                "%s has the 7-column layout of an earlier yolov7-track: the events' camera_id and "
+                "wall_time are not recorded in it; to keep them, write to a new events file (or "
+                "use --events-mode overwrite)", self.path,
+            )
+        self._writer.writerow(["" if row[k] is None else row[k] for k in self.columns])
         self._file.flush()
 
 
 # ------------------------------------------------------------------------------ SQLite
 class SqliteEventSink(EventSink):
-    """A SQLite database with one table, :data:`SQLITE_TABLE`, in WAL mode.
+    """A SQLite database with two tables, :data:`SQLITE_TABLE` and :data:`SQLITE_COUNTS_TABLE`,
+    in WAL mode.
 
-    Columns: ``id INTEGER PRIMARY KEY`` (write order) and :data:`~app.counting.EVENT_FIELDS`
+    ``events``: ``id INTEGER PRIMARY KEY`` (write order) and :data:`~app.counting.EVENT_FIELDS`
     (``timestamp_s REAL``, ``frame_index INTEGER``, ``zone TEXT``, ``track_id INTEGER``,
-    ``class_name TEXT``, ``direction TEXT``, ``dwell_s REAL`` or NULL). Readers may query the
-    file while it is being written (WAL).
+    ``class_name TEXT``, ``direction TEXT``, ``dwell_s REAL`` or NULL, ``camera_id TEXT`` or
+    NULL, ``wall_time TEXT`` or NULL). Readers may query the file while it is being written (WAL).
 
-    An existing database is written to only if it is empty or holds nothing but an ``events``
-    table with exactly these columns (and indexes or triggers on it). A database with other
-    tables belongs to another application: switching it to WAL mode (a lasting change of the
-    file) and adding our table to it would alter it behind its owner's back, so it is refused
-    with :class:`ForeignEventsFileError` in every mode, as is an ``events`` table with other
-    columns. The lock is a sidecar ``<name>.lock`` (see the module docstring). A database removed
-    or replaced while open makes the next write raise :class:`EventsFileRemovedError`.
+    ``counts``: how many events fell in each 5-minute bucket (:data:`app.buckets.COUNTS_BUCKET_S`)
+    per camera, zone, class and direction: ``clock TEXT`` (``'wall'``: ``bucket_start_s`` is UTC
+    epoch seconds from the events' ``wall_time``; ``'media'``: media seconds from
+    ``timestamp_s``, for events without a wall time; see :mod:`app.buckets`), ``bucket_start_s
+    INTEGER``, ``camera_id TEXT`` (``''`` for events without one: a primary key column cannot
+    hold NULL usefully), ``zone TEXT``, ``class_name TEXT``, ``direction TEXT``, ``count
+    INTEGER``; primary key the six columns before ``count``. Each event's row is added or
+    incremented in the same transaction as the event itself, so both tables always agree after
+    a commit (also after a crash). Coarser buckets (15 min, 1 h, 1 d) are sums of these rows
+    (:mod:`app.report`).
+
+    An existing database is written to only if it is empty or holds nothing but these two
+    tables (and indexes or triggers on them), each with exactly these columns, or an ``events``
+    table of the previous version (no ``camera_id``/``wall_time``, no ``counts``; upgraded on
+    open, see the module docstring). A database with other tables belongs to another application:
+    switching it to WAL mode (a lasting change of the file) and adding our tables to it would
+    alter it behind its owner's back, so it is refused with :class:`ForeignEventsFileError` in
+    every mode, as is an ``events`` or ``counts`` table with other columns. The lock is a sidecar
+    ``<name>.lock`` (see the module docstring). A database removed or replaced while open makes
+    the next write raise :class:`EventsFileRemovedError`.
     """
 
     _conn: sqlite3.Connection
@@ -703,28 +784,82 @@ class SqliteEventSink(EventSink):
         # sync thread commits; every use is under self._lock.
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            has_table = self._check_ours(mode)
+            has_table, legacy, has_counts = self._check_ours(mode)
             mode_name = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode_name).lower() != "wal":
                 raise EventSinkError(f"{self.path}: SQLite refused WAL mode (got {mode_name!r})")
             self._conn.execute("PRAGMA synchronous=FULL")
-            if has_table and mode is EventsMode.OVERWRITE:
-                count = self._conn.execute(f"SELECT COUNT(*) FROM {SQLITE_TABLE}").fetchone()[0]
-                logger.info("%s: overwriting %d earlier events", self.path, count)
-                self._conn.execute(f"DELETE FROM {SQLITE_TABLE}")
-            self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {SQLITE_TABLE} ("
-                "id INTEGER PRIMARY KEY, timestamp_s REAL NOT NULL, frame_index INTEGER NOT NULL, "
-                "zone TEXT NOT NULL, track_id INTEGER NOT NULL, class_name TEXT NOT NULL, "
-                "direction TEXT NOT NULL, dwell_s REAL)"
-            )
+            # One transaction: the file is either upgraded (columns, counts) completely or not at all.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if has_table and mode is EventsMode.OVERWRITE:
+                    count = self._conn.execute(f"SELECT COUNT(*) FROM {SQLITE_TABLE}").fetchone()[0]
+                    logger.info("%s: overwriting %d earlier events", self.path, count)
+                    self._conn.execute(f"DELETE FROM {SQLITE_TABLE}")
+                    if has_counts:
+                        self._conn.execute(f"DELETE FROM {SQLITE_COUNTS_TABLE}")
+                self._conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {SQLITE_TABLE} ("
+                    "id INTEGER PRIMARY KEY, timestamp_s REAL NOT NULL, frame_index INTEGER NOT NULL, "
+                    "zone TEXT NOT NULL, track_id INTEGER NOT NULL, class_name TEXT NOT NULL, "
+                    "direction TEXT NOT NULL, dwell_s REAL, camera_id TEXT, wall_time TEXT)"
+                )
+                if legacy:
+                    logger.info("%s: adding the columns camera_id and wall_time to the events "
+                                "table of an earlier yolov7-track", self.path)
+                    for name, declared in _ADDED_SQLITE_COLUMNS:
+                        self._conn.execute(f"ALTER TABLE {SQLITE_TABLE} ADD COLUMN {name} {declared}")
+                if not has_counts:
+                    self._conn.execute(
+                        f"CREATE TABLE {SQLITE_COUNTS_TABLE} ("
+                        "clock TEXT NOT NULL, bucket_start_s INTEGER NOT NULL, camera_id TEXT NOT NULL, "
+                        "zone TEXT NOT NULL, class_name TEXT NOT NULL, direction TEXT NOT NULL, "
+                        f"count INTEGER NOT NULL, PRIMARY KEY ({_COUNTS_KEY}))"
+                    )
+                    if has_table:
+                        self._fill_counts()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                    self._conn.execute("ROLLBACK")
+                raise
         except BaseException:
             self._conn.close()
             raise
+        self._upsert_count = (
+            f"INSERT INTO {SQLITE_COUNTS_TABLE} ({_COUNTS_KEY}, count) VALUES (?, ?, ?, ?, ?, ?, 1) "
+            f"ON CONFLICT ({_COUNTS_KEY}) DO UPDATE SET count = count + 1"
+        )
 
-    def _check_ours(self, mode: EventsMode) -> bool:
+    def _fill_counts(self) -> None:
+        """Fill the new ``counts`` table from the existing events (a file of an earlier version;
+        inside the open transaction).
+
+        Raises:
+            EventSinkError: an existing row cannot be read as an event.
+        """
+        totals: dict[tuple[Any, ...], int] = {}
+        rows = self._conn.execute(f"SELECT id, {', '.join(EVENT_FIELDS)} FROM {SQLITE_TABLE}")
+        for row in rows:
+            try:
+                key = _counts_key(CountEvent.from_dict(dict(zip(EVENT_FIELDS, row[1:]))))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise EventSinkError(
+                    f"{self.path}: event row id {row[0]} cannot be read ({exc}); the counts table "
+                    "cannot be built: choose another events file"
+                ) from exc
+            totals[key] = totals.get(key, 0) + 1
+        self._conn.executemany(
+            f"INSERT INTO {SQLITE_COUNTS_TABLE} ({_COUNTS_KEY}, count) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(*key, count) for key, count in totals.items()],
+        )
+        if totals:
+            logger.info("%s: built the counts table from %d earlier events", self.path, sum(totals.values()))
+
+    def _check_ours(self, mode: EventsMode) -> tuple[bool, bool, bool]:
         """Refuse a database that is not ours (or any database, for ``new``); return whether
-        our table exists."""
+        our events table exists, whether it has the previous version's columns, and whether
+        the counts table exists."""
         try:
             objects = self._conn.execute(
                 "SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
@@ -740,7 +875,7 @@ class SqliteEventSink(EventSink):
             )
         foreign = sorted(
             f"{kind} {name!r}" for kind, name, table in objects
-            if table != SQLITE_TABLE or (kind not in ("table", "index", "trigger"))
+            if table not in _OUR_TABLES or (kind not in ("table", "index", "trigger"))
         )
         if foreign:
             raise ForeignEventsFileError(
@@ -748,20 +883,33 @@ class SqliteEventSink(EventSink):
                 "is another application's database and is left unchanged: choose another events "
                 "file (--events-mode overwrite does not change this)"
             )
-        has_table = any(kind == "table" and name == SQLITE_TABLE for kind, name, _ in objects)
+        tables = {name for kind, name, _ in objects if kind == "table"}
+        has_table = SQLITE_TABLE in tables
+        has_counts = SQLITE_COUNTS_TABLE in tables
+        legacy = False
         if has_table:
-            columns = tuple(
-                (row[1], str(row[2]).upper())
-                for row in self._conn.execute(f"PRAGMA table_info({SQLITE_TABLE})")
-            )
-            if columns != _SQLITE_COLUMNS:
-                raise ForeignEventsFileError(
-                    f"{self.path} holds a table {SQLITE_TABLE!r} with other columns "
-                    f"({', '.join(f'{n} {t}' for n, t in columns)}); it is not ours and is left "
-                    "unchanged: choose another events file (--events-mode overwrite does not "
-                    "change this)"
-                )
-        return has_table
+            columns = self._columns(SQLITE_TABLE)
+            legacy = columns == _LEGACY_SQLITE_COLUMNS and not has_counts
+            if columns != _SQLITE_COLUMNS and not legacy:
+                raise self._other_columns(SQLITE_TABLE, columns)
+        if has_counts:
+            columns = self._columns(SQLITE_COUNTS_TABLE)
+            if columns != _SQLITE_COUNTS_COLUMNS or not has_table:
+                raise self._other_columns(SQLITE_COUNTS_TABLE, columns)
+        return has_table, legacy, has_counts
+
+    def _columns(self, table: str) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            (row[1], str(row[2]).upper()) for row in self._conn.execute(f"PRAGMA table_info({table})")
+        )
+
+    def _other_columns(self, table: str, columns: tuple[tuple[str, str], ...]) -> ForeignEventsFileError:
+        return ForeignEventsFileError(
+            f"{self.path} holds a table {table!r} with other columns "
+            f"({', '.join(f'{n} {t}' for n, t in columns)}); it is not ours and is left "
+            "unchanged: choose another events file (--events-mode overwrite does not "
+            "change this)"
+        )
 
     def _before_write(self) -> None:
         current = _path_stat(self.path)
@@ -777,7 +925,10 @@ class SqliteEventSink(EventSink):
         if not self._conn.in_transaction:
             self._conn.execute("BEGIN")
         row = event.as_dict()
+        key = _counts_key(event)  # before the INSERT: a bad event leaves both tables untouched
         self._conn.execute(self._insert, [row[k] for k in EVENT_FIELDS])
+        # The same open transaction: committed (or lost in a crash) together with the event row.
+        self._conn.execute(self._upsert_count, key)
 
     def _sync(self) -> None:
         if self._conn.in_transaction:
@@ -793,6 +944,14 @@ class SqliteEventSink(EventSink):
                 self._conn.close()
         finally:
             self._release_lock_file()
+
+
+def _counts_key(event: CountEvent) -> tuple[str, int, str, str, str, str]:
+    """The ``counts`` row an event adds to: (clock, bucket_start_s, camera_id or '', zone,
+    class_name, direction)."""
+    clock, start_s = event_bucket(event, COUNTS_BUCKET_S)
+    return (clock.value, start_s, event.camera_id or "", event.zone, event.class_name,
+            event.direction.value)
 
 
 def open_event_sink(
@@ -842,25 +1001,23 @@ def read_events(path: str | Path) -> list[CountEvent]:
     An incomplete last line of a CSV/JSONL file (a process killed mid-write) is skipped with a
     warning; any other malformed line raises ``ValueError`` naming the file and line.
 
+    Both layouts are read: the current one (:data:`~app.counting.EVENT_FIELDS`) and the
+    previous version's (:data:`~app.counting.LEGACY_EVENT_FIELDS`: a CSV header of 7 columns, JSONL
+    objects without ``camera_id``/``wall_time``, a SQLite ``events`` table without those
+    columns), whose events get ``camera_id=None, wall_time=None``.
+
     Raises:
         UnsupportedEventFileError: unknown extension.
         FileNotFoundError: no such file.
-        ValueError: malformed content.
+        ValueError: malformed content, or a SQLite file that is not an events database (the
+            message names the file).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
         raise FileNotFoundError(f"no events file at {path}")
     if suffix in _SQLITE_SUFFIXES:
-        # A plain connection (not read-only) so that a WAL left by a killed writer is recovered.
-        conn = sqlite3.connect(path)
-        try:
-            rows = conn.execute(
-                f"SELECT {', '.join(EVENT_FIELDS)} FROM {SQLITE_TABLE} ORDER BY id"
-            ).fetchall()
-        finally:
-            conn.close()
-        return [CountEvent.from_dict(dict(zip(EVENT_FIELDS, row))) for row in rows]
+        return _read_sqlite_events(path)
     if suffix not in _CSV_SUFFIXES + _JSONL_SUFFIXES:
         raise UnsupportedEventFileError(f"events file {path}: unsupported extension {path.suffix!r}")
     text = path.read_text(encoding="utf-8")
@@ -874,14 +1031,43 @@ def read_events(path: str | Path) -> list[CountEvent]:
     header = next(reader, None)
     if header is None:
         return []
-    if tuple(header) != EVENT_FIELDS:
+    columns = tuple(header)
+    if columns not in (EVENT_FIELDS, LEGACY_EVENT_FIELDS):
         raise ValueError(f"{path}: header {header} is not {list(EVENT_FIELDS)}")
     events = []
     for number, row in enumerate(reader, start=2):
         try:
-            events.append(CountEvent.from_dict(dict(zip(EVENT_FIELDS, row, strict=True))))
+            events.append(CountEvent.from_dict(dict(zip(columns, row, strict=True))))
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}:{number}: malformed event row {row}: {exc}") from exc
+    return events
+
+
+def _read_sqlite_events(path: Path) -> list[CountEvent]:
+    """The events of a SQLite file, current or previous layout (see :func:`read_events`)."""
+    # A plain connection (not read-only) so that a WAL left by a killed writer is recovered.
+    conn = sqlite3.connect(path)
+    try:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({SQLITE_TABLE})")}
+        if not present:
+            raise ValueError(f"{path}: no {SQLITE_TABLE!r} table: not a yolov7-track events database")
+        if not set(LEGACY_EVENT_FIELDS) <= present:
+            raise ValueError(
+                f"{path}: its {SQLITE_TABLE!r} table has other columns ({', '.join(sorted(present))}): "
+                "not a yolov7-track events database"
+            )
+        fields = [name for name in EVENT_FIELDS if name in present]
+        rows = conn.execute(f"SELECT {', '.join(fields)} FROM {SQLITE_TABLE} ORDER BY id").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{path}: cannot read it as a yolov7-track events database: {exc}") from exc
+    finally:
+        conn.close()
+    events = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            events.append(CountEvent.from_dict(dict(zip(fields, row))))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: malformed event row {number} {row}: {exc}") from exc
     return events
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from app.counting import EVENT_FIELDS, CountEvent, Direction
+from app.counting.events import LEGACY_EVENT_FIELDS
 from app.sinks import (
     CsvEventSink,
     EventSinkError,
@@ -138,7 +142,8 @@ def test_csv_has_header_and_empty_dwell(tmp_path: Path) -> None:
     with open_event_sink(path) as sink:
         sink.write(EVENTS[0])
     lines = path.read_text().splitlines()
-    assert lines == [",".join(EVENT_FIELDS), "0.0,0,door,1,person,in,"]
+    # dwell_s, camera_id and wall_time empty: every row has the header's 9 cells
+    assert lines == [",".join(EVENT_FIELDS), "0.0,0,door,1,person,in,,,"]
 
 
 def test_sqlite_is_in_wal_mode_and_readable_while_open(tmp_path: Path) -> None:
@@ -323,3 +328,218 @@ def test_sigkill_loses_nothing_older_than_one_second(
     assert len(must_have) > 10, "test setup: too few events old enough to check"
     missing = sorted(set(must_have) - stored)
     assert not missing, f"{len(missing)} events older than 1 s lost, first {missing[:5]}"
+
+
+# ------------------------------------------------------- camera_id, wall_time; older files
+STAMPED = [
+    CountEvent(0.0, 0, "door", 1, "person", Direction.IN, camera_id="gate-1",
+               wall_time="2026-12-06T13:05:01.250Z"),
+    CountEvent(4.0, 96, "queue", 1, "person", Direction.EXIT, dwell_s=2.75, camera_id="caméra, \"2\"",
+               wall_time="2026-12-06T13:05:05.000Z"),
+    CountEvent(5.0, 120, "door", 3, "car", Direction.OUT),  # neither: a video file
+]
+#: The statement the previous version created its table with (no camera_id, wall_time, counts).
+LEGACY_SQLITE_TABLE = (
+    "CREATE TABLE events (id INTEGER PRIMARY KEY, timestamp_s REAL NOT NULL, frame_index INTEGER NOT NULL, "
+    "zone TEXT NOT NULL, track_id INTEGER NOT NULL, class_name TEXT NOT NULL, direction TEXT NOT NULL, "
+    "dwell_s REAL)"
+)
+
+
+def _legacy_csv(path: Path, events: list[CountEvent]) -> None:
+    """A CSV file as the previous version wrote it: 7 columns."""
+    rows = [",".join(LEGACY_EVENT_FIELDS)]
+    for e in events:
+        dwell = "" if e.dwell_s is None else repr(e.dwell_s)
+        rows.append(f"{e.timestamp_s!r},{e.frame_index},{e.zone},{e.track_id},{e.class_name},{e.direction.value},{dwell}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def _legacy_sqlite(path: Path, events: list[CountEvent]) -> None:
+    """A SQLite file as the previous version left it: WAL mode, one table of 8 columns."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(LEGACY_SQLITE_TABLE)
+    conn.executemany(
+        f"INSERT INTO events ({', '.join(LEGACY_EVENT_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [[e.as_dict()[k] for k in LEGACY_EVENT_FIELDS] for e in events],
+    )
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def _unstamped(events: list[CountEvent]) -> list[CountEvent]:
+    return [dataclasses.replace(e, camera_id=None, wall_time=None) for e in events]
+
+
+@pytest.mark.parametrize("extension", EXTENSIONS)
+def test_round_trip_keeps_camera_id_and_wall_time(tmp_path: Path, extension: str) -> None:
+    path = tmp_path / f"events.{extension}"
+    with open_event_sink(path) as sink:
+        sink.write_many(STAMPED)
+    with open_event_sink(path) as sink:  # and appending to a file of this version
+        sink.write_many(EVENTS[:1])
+    assert read_events(path) == [*STAMPED, EVENTS[0]]
+
+
+def test_csv_has_the_two_new_columns_last(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    with open_event_sink(path) as sink:
+        sink.write(STAMPED[0])
+    assert path.read_text().splitlines() == [
+        "timestamp_s,frame_index,zone,track_id,class_name,direction,dwell_s,camera_id,wall_time",
+        "0.0,0,door,1,person,in,,gate-1,2026-12-06T13:05:01.250Z",
+    ]
+
+
+def test_sqlite_has_the_two_new_columns_last(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite"
+    with open_event_sink(path) as sink:
+        sink.write(STAMPED[0])
+    conn = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
+        row = conn.execute("SELECT camera_id, wall_time FROM events").fetchone()
+    finally:
+        conn.close()
+    assert columns == ["id", *EVENT_FIELDS]
+    assert row == ("gate-1", "2026-12-06T13:05:01.250Z")
+
+
+def test_an_old_csv_is_appended_to_in_its_own_layout_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The old header stays valid for every row: the new fields are not recorded there (logged)."""
+    path = tmp_path / "events.csv"
+    _legacy_csv(path, EVENTS[:2])
+    before = path.read_text()
+    assert read_events(path) == EVENTS[:2]  # the reader takes the old layout
+    with caplog.at_level(logging.INFO, logger="app.sinks"):
+        with open_event_sink(path) as sink:
+            assert sink.columns == LEGACY_EVENT_FIELDS
+            sink.write_many(STAMPED)
+            sink.write_many(STAMPED)
+    text = path.read_text()
+    assert text.startswith(before)
+    assert {len(row) for row in csv.reader(text.splitlines())} == {7}  # every row matches the header
+    assert read_events(path) == [*EVENTS[:2], *_unstamped(STAMPED), *_unstamped(STAMPED)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "events.csv" in warnings[0] and "camera_id" in warnings[0] and "new events file" in warnings[0]
+    assert any("7 columns of an earlier" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+
+
+def test_an_old_csv_with_only_its_header_stays_old_and_overwrite_makes_it_new(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(",".join(LEGACY_EVENT_FIELDS))  # killed right after the header, before its newline
+    with open_event_sink(path) as sink:
+        assert sink.columns == LEGACY_EVENT_FIELDS
+        sink.write(STAMPED[0])
+    assert read_events(path) == _unstamped(STAMPED[:1])
+    with open_event_sink(path, mode="overwrite") as sink:
+        assert sink.columns == EVENT_FIELDS
+        sink.write(STAMPED[0])
+    assert read_events(path) == STAMPED[:1]
+
+
+def test_an_old_csv_removed_mid_run_is_recreated_with_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    _legacy_csv(path, EVENTS[:1])
+    with open_event_sink(path) as sink:
+        sink.write(STAMPED[0])
+        path.unlink()
+        sink.write(STAMPED[1])
+        assert sink.columns == EVENT_FIELDS
+    assert read_events(path) == STAMPED[1:2]
+
+
+def test_a_csv_row_of_the_wrong_width_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(",".join(EVENT_FIELDS) + "\n0.0,0,door,1,person,in,\n")  # 7 cells under 9 columns
+    with pytest.raises(ValueError, match=r"events\.csv:2"):
+        read_events(path)
+
+
+def test_an_old_jsonl_is_appended_to_and_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    old_lines = [
+        json.dumps({k: v for k, v in e.as_dict().items() if k in LEGACY_EVENT_FIELDS}) for e in EVENTS[:2]
+    ]
+    path.write_text("\n".join(old_lines) + "\n")
+    with open_event_sink(path) as sink:
+        sink.write_many(STAMPED)
+    assert read_events(path) == [*EVENTS[:2], *STAMPED]
+
+
+def test_an_old_sqlite_file_reads_and_is_upgraded_when_appended_to(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.sqlite"
+    _legacy_sqlite(path, EVENTS[:3])
+    assert read_events(path) == EVENTS[:3]  # readable without any upgrade
+    with caplog.at_level(logging.INFO, logger="app.sinks"):
+        with open_event_sink(path) as sink:
+            sink.write_many(STAMPED)
+    assert "adding the columns camera_id and wall_time" in caplog.text
+    assert read_events(path) == [*EVENTS[:3], *STAMPED]
+    conn = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(events)")]
+        counted = conn.execute("SELECT SUM(count) FROM counts").fetchone()[0]
+    finally:
+        conn.close()
+    assert columns == ["id", *EVENT_FIELDS]
+    assert counted == 3 + len(STAMPED)  # the old events are in the counts table too
+    with open_event_sink(path) as sink:  # the upgraded file is ours as it is now
+        sink.write(EVENTS[4])
+    assert read_events(path)[-1] == EVENTS[4]
+
+
+def test_an_old_sqlite_file_is_upgraded_and_emptied_by_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite"
+    _legacy_sqlite(path, EVENTS)
+    with open_event_sink(path, mode="overwrite") as sink:
+        sink.write(STAMPED[0])
+    assert read_events(path) == STAMPED[:1]
+
+
+def test_an_old_sqlite_file_is_refused_by_new_and_left_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "events.sqlite"
+    _legacy_sqlite(path, EVENTS[:2])
+    before = path.read_bytes()
+    with pytest.raises(EventsFileExistsError):
+        open_event_sink(path, mode="new")
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra_sql",
+    [
+        "CREATE TABLE counts (n INTEGER)",  # a counts table that is not ours
+        "ALTER TABLE events ADD COLUMN camera_id TEXT",  # half of the new columns
+    ],
+)
+def test_a_database_with_our_names_but_other_columns_is_refused(tmp_path: Path, extra_sql: str) -> None:
+    path = tmp_path / "events.sqlite"
+    _legacy_sqlite(path, EVENTS[:2])
+    conn = sqlite3.connect(path)
+    conn.execute(extra_sql)
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ForeignEventsFileError, match="other columns.*not ours"):
+        open_event_sink(path)
+    assert path.read_bytes() == before
+
+
+def test_reading_a_sqlite_file_that_is_not_ours_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ValueError, match=r"other\.db.*no 'events' table"):
+        read_events(path)
+    path.write_text("not a database" * 100)
+    with pytest.raises(ValueError, match=r"other\.db.*events database"):
+        read_events(path)

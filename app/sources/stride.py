@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from app.frames import Frame, FrameSource
 
-__all__ = ["StridedSource", "MAX_VID_STRIDE"]
+__all__ = ["FpsCappedSource", "StridedSource", "MAX_VID_STRIDE"]
 
 #: Largest stride accepted: beyond a few seconds between processed frames nothing can be tracked.
 MAX_VID_STRIDE = 1000
@@ -72,3 +72,47 @@ class StridedSource:
 
     def __repr__(self) -> str:
         return f"StridedSource({self.source!r}, stride={self.stride})"
+
+
+class FpsCappedSource:
+    """At most ``fps_cap`` frames per second of media time from ``source``: a frame is passed on
+    only when at least ``1 / fps_cap`` seconds of its timestamps lie since the last one passed
+    (index and timestamp unchanged, as :class:`StridedSource`). For a camera that sends 30 fps
+    when 5 are enough to count, this spares the detector the rest.
+
+    Args:
+        source: any :class:`app.frames.FrameSource`.
+        fps_cap: frames per second, > 0.
+
+    Raises:
+        ValueError: ``fps_cap`` is not a finite number > 0.
+    """
+
+    def __init__(self, source: FrameSource, fps_cap: float) -> None:
+        if isinstance(fps_cap, bool) or not isinstance(fps_cap, (int, float)) or not math.isfinite(fps_cap) or fps_cap <= 0:
+            raise ValueError(f"fps_cap must be a number > 0, got {fps_cap!r}")
+        self.source = source
+        self.fps_cap = float(fps_cap)
+        self.name = source.name
+        self.is_live = source.is_live
+        self.fps: float | None = min(source.fps, self.fps_cap) if source.fps else self.fps_cap
+
+    @property
+    def stats(self):  # noqa: ANN201 - the wrapped source's SourceStats
+        return self.source.stats
+
+    @property
+    def timestamp_repairs(self) -> int:
+        return int(getattr(self.source, "timestamp_repairs", 0))
+
+    def __iter__(self) -> Iterator[Frame]:
+        # a small tolerance keeps a 10 fps stream capped at 10 fps from losing frames to jitter
+        period_s = 0.98 / self.fps_cap
+        last_s: float | None = None
+        for frame in self.source:
+            if last_s is None or frame.timestamp_s - last_s >= period_s or frame.timestamp_s < last_s:
+                last_s = frame.timestamp_s
+                yield frame
+
+    def close(self) -> None:
+        self.source.close()

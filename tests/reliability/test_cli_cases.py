@@ -337,7 +337,7 @@ def _third_party_imports(package: str, top_level_only: bool = False) -> set[str]
     import ast
 
     stdlib = set(sys.stdlib_module_names)
-    first_party = {"app", "detector", "tracker", "training", "assets"}
+    first_party = {"app", "detector", "tracker", "training", "assets", "yolov7_track"}
     found: set[str] = set()
     for path in (REPO_ROOT / package).rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -13,6 +13,7 @@ A full disk is simulated by making the sink's file object (or SQLite connection)
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import sqlite3
@@ -251,7 +252,8 @@ def test_a_rerun_on_the_same_file_keeps_the_earlier_events(tmp_path: Path, exten
     for run in range(2):
         source = Frames(20)  # crossings at frames 7 and 17
         run_pipeline(source, swinging_people(source, people=1), [open_event_sink(path)])
-    events = read_events(path)
+    # the runs' wall clocks differ: the same events otherwise
+    events = [dataclasses.replace(event, wall_time=None) for event in read_events(path)]
     assert len(events) == 4 and events[:2] == events[2:]
 
 
@@ -381,7 +383,8 @@ def test_a_jsonl_file_whose_last_line_is_not_an_event_is_refused(tmp_path: Path)
         ("jsonl", '{"timestamp_s": 9.0, "frame_index": 9, "zone": "door", "track_id": 9, '
                   '"class_name": "person", "direction": "in", "dwell_s": null}', True),  # only the newline missing
         ("csv", "9.0,9,do", False),
-        ("csv", "9.0,9,door,9,person,in,", True),
+        ("csv", "9.0,9,door,9,person,in,,,", True),
+        ("csv", "9.0,9,door,9,person,in,", False),  # 7 of the 9 cells: cut before camera_id
     ],
 )
 def test_appending_after_an_incomplete_last_line_never_glues_events(
