@@ -213,13 +213,16 @@ class Service:
         detector: ``detect_batch(frames_bgr) -> [sv.Detections]`` plus ``names`` (e.g. a
             :class:`detector.Detector`); ``None`` builds one from the file's ``detector``
             section through :func:`app.assembly.build_detector`.
+        source_config: how every camera opens, times out and reconnects
+            (:class:`app.sources.SourceConfig`; ``None``: its defaults).
 
     Raises:
         ServiceError, and the errors of the detector, the events file and the outputs.
     """
 
-    def __init__(self, cameras: CamerasFile, detector: Any | None = None) -> None:
+    def __init__(self, cameras: CamerasFile, detector: Any | None = None, source_config: Any | None = None) -> None:
         self.file = cameras
+        self.source_config = source_config
         self._lock = threading.Lock()
         self._cameras: dict[str, _Camera] = {}
         self._closers: list[Callable[[], None]] = []
@@ -359,7 +362,7 @@ class Service:
         from app.sources.stride import FpsCappedSource, StridedSource
         from tracker.registry import make_tracker
 
-        source = open_source(spec.source)
+        source = open_source(spec.source, self.source_config)
         if spec.vid_stride > 1:
             source = StridedSource(source, spec.vid_stride)
         if spec.fps_cap is not None:

@@ -307,3 +307,81 @@ def test_sigterm_stops_serve_cleanly_and_finalizes_the_events_file(tmp_path: Pat
     assert "cam0: stopped" in out and "cam1: stopped" in out
     events = read_events(tmp_path / "events.jsonl")
     assert {e.camera_id for e in events} <= {"cam0", "cam1"}
+
+
+# ------------------------------------------------------------------------------ live cameras
+class BallDetector:
+    """Finds the white ball of GStreamer's ``videotestsrc pattern=ball`` (a real detection on
+    real decoded frames): the box around the bright pixels, class 0."""
+
+    names = ["ball"]
+
+    def detect_batch(self, images):  # noqa: ANN001, ANN201
+        out = []
+        for image in images:
+            ys, xs = np.nonzero(image[:, :, 1] > 200)
+            if len(xs) < 4:
+                out.append(EMPTY)
+                continue
+            out.append(sv.Detections(xyxy=np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32),
+                                     confidence=np.array([0.9], np.float32), class_id=np.array([0])))
+        return out
+
+
+def _frames(service: Service) -> dict[str, int]:
+    return {c["id"]: c["frames"] for c in service.status()["cameras"]}
+
+
+def test_four_rtsp_cameras_and_two_files_one_camera_dies_and_comes_back(tmp_path: Path):
+    """Four local RTSP cameras and two files in one service: every camera's events carry its
+    id and wall time; one RTSP server killed mid-run leaves the others at their frame rate, and
+    its camera reconnects when the server returns."""
+    from app.sources import SourceConfig
+    from rtsp_server import RtspTestServer
+
+    servers = [RtspTestServer(width=160, height=120, fps=10) for _ in range(4)]
+    folder = _first_frames(tmp_path, 30)
+    try:
+        for server in servers:
+            server.start()  # raises, naming the Debian package, when the server cannot run here
+        line = {"name": "v", "start": [0.5, 0], "end": [0.5, 1]}
+        data = {"detector": {"max_batch": 8, "max_wait_ms": 20},
+                "outputs": {"events": str(tmp_path / "events.jsonl"), "metrics": {"port": 0}},
+                "cameras": [{"id": f"rtsp{i}", "source": s.url, "lines": [line]} for i, s in enumerate(servers)]
+                + [{"id": f"file{i}", "source": str(folder), "lines": [line]} for i in range(2)]}
+        service = Service(parse_cameras(data, tmp_path / "cams.yaml"), detector=BallDetector(),
+                          source_config=SourceConfig(timeout_s=2.0, reconnect_initial_s=0.2, reconnect_max_s=1.0))
+        service.start()
+        try:
+            def events_of_rtsp() -> list[int]:
+                return [c["events"] for c in service.status()["cameras"] if c["id"].startswith("rtsp")]
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and min(events_of_rtsp()) < 1:  # the ball crossed on every camera
+                time.sleep(0.5)
+            before = _frames(service)
+            assert min(events_of_rtsp()) >= 1, service.status()
+            servers[0].kill()
+            time.sleep(3.0)
+            during = _frames(service)
+            for i in (1, 2, 3):  # about 30 frames in 3 s at 10 fps; allow for a loaded machine
+                assert during[f"rtsp{i}"] - before[f"rtsp{i}"] >= 15, (before, during)
+            servers[0].start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _frames(service)["rtsp0"] < during["rtsp0"] + 20:
+                time.sleep(0.5)
+            assert _frames(service)["rtsp0"] >= during["rtsp0"] + 20, "rtsp0 did not come back"
+            metrics = urllib.request.urlopen(f"{service.metrics_server.url}/metrics", timeout=5).read().decode()
+        finally:
+            service.stop()
+        assert 'yolov7_track_reconnects_total{camera="rtsp0"}' in metrics
+        reconnects = [line for line in metrics.splitlines() if line.startswith('yolov7_track_reconnects_total{camera="rtsp0"}')]
+        assert float(reconnects[0].split()[-1]) >= 1
+        events = read_events(tmp_path / "events.jsonl")
+        assert {f"rtsp{i}" for i in range(4)} <= {e.camera_id for e in events}
+        assert all(e.wall_time is not None for e in events)
+        status = {c["id"]: c for c in service.status()["cameras"]}
+        assert status["file0"]["frames"] == status["file1"]["frames"] == 30
+    finally:
+        for server in servers:
+            server.kill()
