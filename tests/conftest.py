@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The GUI saves each run's events (and recordings) under ~/Videos/yolov7-track by default;
+# tests keep them in a temporary folder of their own instead of the user's home.
+os.environ["YOLOV7_TRACK_OUTPUT_DIR"] = tempfile.mkdtemp(prefix="yolov7-track-test-output-")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -7,6 +7,8 @@ Detections come from a replay of the PETS09-S2L1 ground truth on the real PETS c
 
 from __future__ import annotations
 
+import os
+
 import socket
 import threading
 import time
@@ -86,6 +88,10 @@ def test_open_clip_draw_line_with_the_mouse_and_counts_update(qtbot, make_window
     window.resume()
     qtbot.waitUntil(lambda: total(window, "line1") >= 3, timeout=30_000)
     assert window.events_panel.model.rowCount() >= 3
+    # the run's events file is written while it runs (not only on export)
+    saved = window.events_output
+    assert saved.parent == Path(os.environ["YOLOV7_TRACK_OUTPUT_DIR"]) and saved.name.endswith(".events.csv")
+    qtbot.waitUntil(lambda: len(read_events(saved)) >= 3, timeout=10_000)
     window.stop()
     wait_stopped(qtbot, window)
 
@@ -96,6 +102,8 @@ def test_open_clip_draw_line_with_the_mouse_and_counts_update(qtbot, make_window
     events = window.events_panel.model.events
     assert len(events) == report.events_total == final.in_count + final.out_count
     assert {e.zone for e in events} == {"line1"}
+    assert read_events(saved) == list(events)
+    assert str(saved) in window.statusBar().currentMessage()
 
 
 def test_pause_resume_stop_and_start_again(qtbot, make_window) -> None:  # noqa: ANN001

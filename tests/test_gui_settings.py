@@ -92,6 +92,10 @@ def test_default_path_follows_xdg_config_home(monkeypatch: pytest.MonkeyPatch, t
     assert window_state_path(default_settings_path()).name == "window.ini"
 
 
-def test_recording_dir_default_and_override() -> None:
+def test_recording_dir_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("YOLOV7_TRACK_OUTPUT_DIR")  # set by conftest for every test
     assert GuiSettings().recording_dir() == Path.home() / "Videos" / "yolov7-track"
+    assert replace(GuiSettings(), output_dir="~/rec").recording_dir() == Path.home() / "rec"
+    monkeypatch.setenv("YOLOV7_TRACK_OUTPUT_DIR", "/srv/counts")
+    assert GuiSettings().recording_dir() == Path("/srv/counts")
     assert replace(GuiSettings(), output_dir="~/rec").recording_dir() == Path.home() / "rec"

@@ -121,6 +121,8 @@ class MainWindow(QMainWindow):
         self.message_box: QMessageBox | None = None
         self._dialog = None
         self.frames_shown = 0
+        #: the events file of the current (or last) run, written as events happen
+        self.events_output: Path | None = None
 
         self.view = VideoView(parent=self)
         self.setCentralWidget(self.view)
@@ -323,7 +325,14 @@ class MainWindow(QMainWindow):
             except OSError as exc:
                 self.show_error("Cannot record", f"cannot create {video_output.parent}: {exc}")
                 return
-        request = RunRequest(self.source_spec, self.settings, self.view.shapes.to_config(), video_output)
+        events_output = recording_path(self.settings, self.source_spec, suffix=".events.csv")
+        try:
+            events_output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.show_error("Cannot save events", f"cannot create {events_output.parent}: {exc}")
+            return
+        self.events_output = events_output
+        request = RunRequest(self.source_spec, self.settings, self.view.shapes.to_config(), video_output, events_output)
         worker = PipelineWorker(request, self._detector_factory, self._tracker_factory, self._source_opener,
                                 self._pipeline_config)
         worker.frameReady.connect(self._on_frame_ready)
@@ -409,7 +418,10 @@ class MainWindow(QMainWindow):
         if report is not None:
             self.statusBar().showMessage(
                 f"{report.status}: {report.stats.frames_out} frames, {report.events_total} events"
+                + (f" in {self.events_output}" if self.events_output is not None else "")
                 + (f", video {report.video_output}" if report.video_output else ""), 10000)
+            for problem in report.sink_errors:  # the run counted on; the events file did not get everything
+                self.show_error("Saving events failed", problem)
             if report.video_error:  # the run counted to its end without the recording
                 self.show_error("Recording failed", report.video_error)
         self._refresh_status()

@@ -45,6 +45,8 @@ __all__ = [
 #: changes meaning or is renamed.
 SETTINGS_VERSION = 1
 APP_DIR_NAME = "yolov7-track"
+#: Overrides the default folder of recordings and events files (an empty ``output_dir``).
+OUTPUT_DIR_ENV_VAR = "YOLOV7_TRACK_OUTPUT_DIR"
 SETTINGS_FILE_NAME = "settings.json"
 WINDOW_STATE_FILE_NAME = "window.ini"
 #: Entries kept in the recent-sources list.
@@ -170,8 +172,12 @@ class GuiSettings:
         return replace(self, recent_sources=recent[:MAX_RECENT_SOURCES])
 
     def recording_dir(self) -> Path:
-        """Folder of recorded videos (:attr:`output_dir`, or ``~/Videos/yolov7-track``)."""
-        return Path(self.output_dir).expanduser() if self.output_dir else Path.home() / "Videos" / APP_DIR_NAME
+        """Folder of recorded videos and of each run's events file: :attr:`output_dir`, else
+        ``$YOLOV7_TRACK_OUTPUT_DIR``, else ``~/Videos/yolov7-track``."""
+        if self.output_dir:
+            return Path(self.output_dir).expanduser()
+        override = os.environ.get(OUTPUT_DIR_ENV_VAR)
+        return Path(override).expanduser() if override else Path.home() / "Videos" / APP_DIR_NAME
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (tuples become lists)."""

@@ -83,12 +83,15 @@ class RunRequest:
         settings: detector, tracker and recording options.
         counting: the lines and zones at the start (changed later with ``set_counting``).
         video_output: write the annotated video here, or ``None``.
+        events_output: write the count events here as they happen (CSV, JSONL or SQLite by
+            extension), or ``None``.
     """
 
     source: str
     settings: GuiSettings
     counting: CountingConfig | None = None
     video_output: Path | None = None
+    events_output: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -268,12 +271,14 @@ def class_ids(tokens: Sequence[str], names: Sequence[str]) -> tuple[int, ...] | 
     return tuple(ids)
 
 
-def recording_path(settings: GuiSettings, source_name: str, now: datetime | None = None) -> Path:
-    """``<recording dir>/<source stem>_<YYYYmmdd-HHMMSS>.mp4`` for a run's annotated video."""
+def recording_path(settings: GuiSettings, source_name: str, now: datetime | None = None,
+                   suffix: str = ".mp4") -> Path:
+    """``<recording dir>/<source stem>_<YYYYmmdd-HHMMSS><suffix>`` for a run's annotated video
+    (``.mp4``) or events file (``.events.csv``)."""
     stem = Path(source_name.split("?")[0].rstrip("/")).stem or "stream"
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40]
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return settings.recording_dir() / f"{stem}_{stamp}.mp4"
+    return settings.recording_dir() / f"{stem}_{stamp}{suffix}"
 
 
 # ------------------------------------------------------------------------------ the worker
@@ -420,17 +425,23 @@ class PipelineWorker(QObject):
 
     def _build(self) -> Pipeline | None:
         request = self.request
-        if request.video_output is not None:  # the same rule as the CLI: never write over the input
+        outputs = ([RunOutput("video output", request.video_output, replaced=True)] if request.video_output else []) + (
+            [RunOutput("events file", request.events_output)] if request.events_output else [])
+        if outputs:  # the same rule as the CLI: never write over the input or another output
             source_path = Path(request.source)
-            check_run_paths(source_path if source_path.exists() else None,
-                            [RunOutput("video output", request.video_output, replaced=True)])
+            check_run_paths(source_path if source_path.exists() else None, outputs)
         detector = self._detector_factory(request.settings)
         if self._stop.is_set():
             return None
         source = self._source_opener(request.source)
+        sinks: list[Any] = []
         try:
             if self._stop.is_set():
                 return None
+            if request.events_output is not None:  # events reach the file as they happen
+                from app.sinks import open_event_sink
+
+                sinks.append(open_event_sink(request.events_output))
             renderer = ViewRenderer(draw_counting=request.video_output is not None)
             config = _with_output(self._pipeline_config, request.video_output)
             with self._lock:
@@ -439,9 +450,11 @@ class PipelineWorker(QObject):
                 source, detector, self._tracker_factory(request.settings.tracker, source.fps),
                 counting=counting if counting is not None else (),
                 config=config, renderer=renderer, class_names=getattr(detector, "names", None),
+                event_sinks=sinks,
             )
         except BaseException:
-            source.close()
+            for resource in (*sinks, source):
+                resource.close()
             raise
         with self._lock:
             self._pipeline = pipeline
