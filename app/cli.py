@@ -248,32 +248,14 @@ def _counting_from_args(line_specs: Sequence[str], zones_file: Path | None) -> _
 
 
 def resolve_classes(tokens: Sequence[str] | None, names: Sequence[str]) -> tuple[int, ...] | None:
-    """Class ids from ``--classes`` tokens (names, case-insensitive, or ids; commas allowed).
+    """Class ids from ``--classes`` tokens (:func:`app.assembly.resolve_classes`).
 
     Raises:
-        UserInputError: an unknown name or an id the model does not have.
+        app.assembly.ClassFilterError: an unknown name or an id the model does not have.
     """
-    if not tokens:
-        return None
-    by_name = {name.lower(): i for i, name in enumerate(names)}
-    ids: list[int] = []
-    for token in (t.strip() for raw in tokens for t in raw.split(",")):
-        if not token:
-            continue
-        if token.isdigit():
-            class_id = int(token)
-            if class_id >= len(names):
-                raise UserInputError(f"--classes: id {class_id} does not exist (the model has ids 0 to {len(names) - 1})")
-        elif token.lower() in by_name:
-            class_id = by_name[token.lower()]
-        else:
-            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-            raise UserInputError(f"--classes: unknown class {token!r}; the model's classes are {shown} ({len(names)})")
-        if class_id not in ids:
-            ids.append(class_id)
-    if not ids:
-        raise UserInputError("--classes: no class given")
-    return tuple(ids)
+    from app.assembly import resolve_classes as resolve
+
+    return resolve(tokens, names, "--classes")
 
 
 def _check_output_paths(args: argparse.Namespace) -> None:

@@ -343,19 +343,9 @@ class Service:
         return detector
 
     def _class_ids(self, spec: CameraSpec) -> tuple[int, ...] | None:
-        if spec.classes is None:
-            return None
-        ids = []
-        lowered = {name.lower(): i for i, name in enumerate(self.names)}
-        for item in spec.classes:
-            if item.isdigit() and int(item) < len(self.names):
-                ids.append(int(item))
-            elif item.lower() in lowered:
-                ids.append(lowered[item.lower()])
-            else:
-                raise ServiceError(f"{self.file.path}: camera {spec.id!r}: classes: the model has no class {item!r}; "
-                                   f"its classes are {', '.join(self.names)}")
-        return tuple(ids)
+        from app.assembly import resolve_classes
+
+        return resolve_classes(spec.classes, self.names, f"{self.file.path}: camera {spec.id!r}: classes")
 
     def _build_pipeline(self, spec: CameraSpec) -> Pipeline:
         from app.sources import open_source

@@ -24,6 +24,7 @@ import av
 import pytest
 import torch
 
+from app.assembly import ClassFilterError
 from app.cli import UserInputError, main, parse_line_spec, resolve_classes
 from app.sinks import read_events
 from shared_data import shared_path
@@ -198,7 +199,7 @@ def test_classes_by_name_or_id() -> None:
     assert resolve_classes(None, names) is None
     assert resolve_classes(["Person", "car"], names) == (0, 2)
     assert resolve_classes(["3,0", "car", "0"], names) == (3, 0, 2)
-    with pytest.raises(UserInputError, match="id 9"):
+    with pytest.raises(ClassFilterError, match="--classes: id 9"):
         resolve_classes(["9"], names)
 
 

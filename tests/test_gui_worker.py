@@ -210,15 +210,16 @@ def test_files_play_at_their_frame_rate_when_paced(qtbot, run_worker) -> None:  
 
 
 def test_class_filter_resolution() -> None:
-    from app.gui.settings import SettingsError
+    """The GUI uses the CLI's rule (app.assembly.resolve_classes), with its own label."""
+    from app.assembly import ClassFilterError
     from app.gui.worker import class_ids
 
     names = ["person", "bicycle", "car"]
     assert class_ids((), names) is None
     assert class_ids(("Person", "2", "car"), names) == (0, 2)
-    with pytest.raises(SettingsError, match="no class 'truck'.*person, bicycle, car"):
+    with pytest.raises(ClassFilterError, match="class filter: unknown class 'truck'.*person, bicycle, car"):
         class_ids(("truck",), names)
-    with pytest.raises(SettingsError, match="no class '7'"):
+    with pytest.raises(ClassFilterError, match="class filter: id 7 does not exist"):
         class_ids(("7",), names)
 
 

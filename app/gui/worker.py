@@ -40,7 +40,7 @@ from PyQt6.QtGui import QImage
 
 from app.counting import CountEvent, CountingConfig, LineCounts, ZoneCounts
 from app.frames import FrameSource
-from app.gui.settings import GuiSettings, SettingsError, TrackerSettings
+from app.gui.settings import GuiSettings, TrackerSettings
 from app.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineReport, PipelineStats, TrackerLike
 from app.paths import RunOutput, check_run_paths
 
@@ -209,7 +209,7 @@ class DetectorCache:
     (loading weights takes seconds). Thread-safe; call it from the worker thread.
 
     Raises (from ``__call__``):
-        SettingsError: a class in the class filter that the model does not have.
+        app.assembly.ClassFilterError: a class in the class filter that the model does not have.
         the errors of :func:`detector.load_model` and :class:`detector.Detector`.
     """
 
@@ -248,27 +248,16 @@ def _run_label(source_name: str, detector: Any) -> str:
 
 
 def class_ids(tokens: Sequence[str], names: Sequence[str]) -> tuple[int, ...] | None:
-    """Class ids of a class filter (names, case-insensitive, or ids); ``None`` keeps all.
+    """Class ids of the settings' class filter (:func:`app.assembly.resolve_classes`); ``None``
+    keeps all.
 
     Raises:
-        SettingsError: a name or id the model does not have (the message lists its classes).
+        app.assembly.ClassFilterError: a name or id the model does not have (the message lists
+            its classes).
     """
-    if not tokens:
-        return None
-    by_name = {name.lower(): i for i, name in enumerate(names)}
-    ids: list[int] = []
-    for token in (t.strip() for t in tokens):
-        if token.isdigit() and int(token) < len(names):
-            class_id = int(token)
-        elif token.lower() in by_name:
-            class_id = by_name[token.lower()]
-        else:
-            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-            raise SettingsError(f"class filter: the model has no class {token!r}; its classes are "
-                                f"{shown} ({len(names)}, ids 0 to {len(names) - 1})")
-        if class_id not in ids:
-            ids.append(class_id)
-    return tuple(ids)
+    from app.assembly import resolve_classes
+
+    return resolve_classes(tokens, names, "class filter")
 
 
 def recording_path(settings: GuiSettings, source_name: str, now: datetime | None = None,
