@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 import supervision as sv
 
@@ -67,7 +66,8 @@ from app.counting.events import wall_time_iso
 from app.frames import Frame, FrameSource
 from app.render import FrameRenderer
 from app.sinks import EventSinkError
-from app.video_writer import VideoWriter, VideoWriterConfig, VideoWriterError
+from app.frame_sinks import FrameSink, VideoFileSink
+from app.video_writer import VideoWriterConfig
 
 from yolov7_track.errors import Yolov7TrackError
 
@@ -589,6 +589,9 @@ class Pipeline:
         renderer: draws frames (default :class:`app.render.FrameRenderer`); used only when
             rendering is on.
         class_names: names for ``class_id`` when detections carry no ``data["class_name"]``.
+        frame_sinks: outputs of the annotated frames (:class:`app.frame_sinks.FrameSink`), after
+            the video file of ``config.video_output``; given sinks turn rendering on unless
+            ``config.render`` says otherwise. The pipeline closes them at the end.
 
     Raises:
         PipelineConfigError: duplicate line/zone names or an invalid argument.
@@ -604,6 +607,7 @@ class Pipeline:
         config: PipelineConfig | None = None,
         renderer: Any | None = None,
         class_names: Sequence[str] | Mapping[int, str] | None = None,
+        frame_sinks: Sequence[FrameSink] = (),
     ) -> None:
         self.config = config if config is not None else PipelineConfig()
         if not callable(detector):
@@ -625,7 +629,8 @@ class Pipeline:
         self._class_names = class_names
         self._drop_oldest = source.is_live if self.config.drop_oldest is None else self.config.drop_oldest
         self._render = (
-            self.config.render if self.config.render is not None else self.config.video_output is not None
+            self.config.render if self.config.render is not None
+            else self.config.video_output is not None or bool(frame_sinks)
         )
         if self._render and renderer is None:
             renderer = FrameRenderer()
@@ -655,10 +660,9 @@ class Pipeline:
         self._frames_discarded = 0
         self._events_total = 0
         self._interrupted = False
-        self._writer: VideoWriter | None = None
-        self._video_frames = 0
-        self._video_error: str | None = None  # set once the video failed; encoding stops
-        self._resized_frames = 0
+        self._video = (VideoFileSink(self.config.video_output, self._video_fps, self.config.encoder)
+                       if self.config.video_output is not None else None)
+        self._frame_sinks: list[FrameSink] = [*([self._video] if self._video is not None else []), *frame_sinks]
         self._threads: list[threading.Thread] = []
         self._generator_started = False
         self.report: PipelineReport | None = None
@@ -1014,8 +1018,9 @@ class Pipeline:
         if self._render:
             annotated = self._renderer.render(item.captured.frame.image, item.tracks, item.lines, item.zones)
         t2 = time.perf_counter()
-        if annotated is not None and self.config.video_output is not None:
-            self._encode(annotated)
+        if annotated is not None:
+            for sink in self._frame_sinks:
+                sink.write(annotated, item.captured.frame)
         t3 = time.perf_counter()
         step_s.update(sink=t1 - t0, render=t2 - t1, encode=t3 - t2)
         for name in ("sink", "render", "encode"):
@@ -1090,43 +1095,14 @@ class Pipeline:
                 failures.append(exc)
                 logger.error("closing the event sink %s failed: %s: %s", state.name, type(exc).__name__, exc)
 
-    def _encode(self, image: np.ndarray) -> None:
-        """Write one annotated frame to the video. A video failure (the file cannot be created,
-        the disk is full) is logged once and recorded for the report; from then on frames are
-        not encoded, and detection, tracking, counting and the event sinks go on to the end."""
-        if self._video_error is not None:
-            return
-        try:
-            if self._writer is None:
-                self._writer = self._open_writer(image)
-            expected_wh = self._writer.frame_size_wh
-            if (image.shape[1], image.shape[0]) != expected_wh:
-                (logger.debug if self._resized_frames else logger.warning)(
-                    "frame size changed to %dx%d; resizing to the video's %dx%d",
-                    image.shape[1], image.shape[0], *expected_wh)
-                self._resized_frames += 1
-                image = cv2.resize(image, expected_wh, interpolation=cv2.INTER_AREA)
-            self._writer.write(image)
-        except VideoWriterError as exc:
-            self._video_error = str(exc)
-            logger.error("video output failed; counting goes on without the video: %s", exc)
-        if self._writer is not None:
-            self._video_frames = self._writer.frames_written
-
-    def _open_writer(self, image: np.ndarray) -> VideoWriter:
-        """Open the video writer for frames the size of ``image``.
-
-        Raises:
-            VideoWriterError: the file or the encoder cannot be opened.
-        """
+    def _video_fps(self) -> float:
+        """Frame rate of the video: the configured one, the source's nominal one, or the
+        fallback (with a warning)."""
         fps = self.config.output_fps or self.source.fps
         if not fps:
             fps = self.config.fallback_fps
-            logger.warning("%s has no nominal frame rate; writing the video at %.3g fps",
-                           self.source.name, fps)
-        assert self.config.video_output is not None
-        return VideoWriter(self.config.video_output, float(fps), (image.shape[1], image.shape[0]),
-                           self.config.encoder)
+            logger.warning("%s has no nominal frame rate; writing the video at %.3g fps", self.source.name, fps)
+        return float(fps)
 
     # ------------------------------------------------------------------ shutdown
     def _shutdown(self, status: str, error: BaseException | None, raise_failure: bool) -> None:
@@ -1143,21 +1119,15 @@ class Pipeline:
         if not self._threads[1].is_alive():
             self._finish_zones(failures)
         self._close_sinks(failures)
-        if self._writer is not None:  # finalized and renamed onto video_output, or kept partial
-            try:
-                self._writer.close()
-            except VideoWriterError as exc:  # a video failure does not fail the run: reported
-                self._video_error = str(exc)
-                logger.error("video output failed: %s", exc)
-            except Exception as exc:  # noqa: BLE001 - every resource gets closed; reported
-                failures.append(exc)
-                logger.error("closing the video writer failed: %s: %s", type(exc).__name__, exc)
+        for sink in self._frame_sinks:  # the video is finalized and renamed, or kept partial
+            _close_collecting(sink, failures, f"frame sink {getattr(sink, 'path', sink)!r}")
         _close_collecting(self.source, failures, "source")
         self._ended_at = time.perf_counter()
 
         if error is None and failures:
             status, error = STATUS_FAILED, failures[0]
         lines, zones = self._counting.readouts()
+        video = self._video
         self.report = PipelineReport(
             status=status,
             source=self.source.name,
@@ -1166,10 +1136,9 @@ class Pipeline:
             zones=zones,
             events_total=self._events_total,
             sink_errors=tuple(state.describe() for state in self._sink_states() if state.error is not None),
-            video_output=(str(self._writer.output_path)
-                          if self._writer is not None and self._writer.output_path is not None else None),
-            video_frames=self._video_frames,
-            video_error=self._video_error,
+            video_output=(str(video.output_path) if video is not None and video.output_path is not None else None),
+            video_frames=video.frames if video is not None else 0,
+            video_error=video.error if video is not None else None,
             error=None if error is None else f"{type(error).__name__}: {error}",
         )
         (logger.error if status == STATUS_FAILED else logger.info)("pipeline %s", self.report.summary())

@@ -235,7 +235,7 @@ def test_full_disk_in_a_pipeline_run_keeps_counting_to_the_end(tmp_path, full_di
     assert f"video error: {report.video_error}" in report.summary()
     assert not path.exists() and not partial_path_for(path).exists()
     assert sum(disk.failed_writes for disk in disks) >= 1 and len(disks) == 1  # not reopened
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "app.pipeline"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "app.frame_sinks"]
     assert len(errors) == 1 and "counting goes on" in errors[0].getMessage()
 
 
