@@ -130,27 +130,43 @@ class BatchingDetector:
             return batch
 
     def _loop(self) -> None:
-        while True:
-            batch = self._take_batch()
-            if not batch:
-                return
-            start = time.perf_counter()
+        try:
+            while True:
+                batch = self._take_batch()
+                if not batch:
+                    return
+                self._run_batch(batch)
+        except BaseException as exc:  # noqa: BLE001 - a dead batcher must not leave cameras waiting
+            logger.critical("the shared detector's batching thread died: %s: %s", type(exc).__name__, exc)
+            raise
+        finally:
+            with self._cond:  # every frame still queued fails instead of waiting forever
+                self._closed = True
+                pending, self._queue = self._queue, []
+            for request in pending:
+                request.future.set_exception(BatchingError("the shared detector stopped"))
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        start = time.perf_counter()
+        try:
+            results = self._detect_batch([request.image for request in batch])
+            if len(results) != len(batch):
+                raise BatchingError(f"the detector returned {len(results)} results for {len(batch)} frames")
+        except BaseException as exc:  # noqa: BLE001 - handed to every camera of the batch
+            logger.error("shared detector failed on a batch of %d: %s: %s", len(batch), type(exc).__name__, exc)
+            for request in batch:
+                request.future.set_exception(exc)
+            return
+        seconds = time.perf_counter() - start
+        self.batches += 1
+        self.frames += len(batch)
+        for request, detections in zip(batch, results):
+            request.future.set_result(detections)
+        if self._on_batch is not None:
             try:
-                results = self._detect_batch([request.image for request in batch])
-                if len(results) != len(batch):
-                    raise BatchingError(f"the detector returned {len(results)} results for {len(batch)} frames")
-            except BaseException as exc:  # noqa: BLE001 - handed to every camera of the batch
-                logger.error("shared detector failed on a batch of %d: %s: %s", len(batch), type(exc).__name__, exc)
-                for request in batch:
-                    request.future.set_exception(exc)
-                continue
-            seconds = time.perf_counter() - start
-            self.batches += 1
-            self.frames += len(batch)
-            for request, detections in zip(batch, results):
-                request.future.set_result(detections)
-            if self._on_batch is not None:
                 self._on_batch(len(batch), seconds)
+            except Exception as exc:  # noqa: BLE001 - metrics must never stop detection
+                logger.error("batch callback failed: %s: %s", type(exc).__name__, exc)
 
 
 class CameraDetector:
@@ -165,6 +181,11 @@ class CameraDetector:
         self.classes = classes
 
     def __call__(self, image_bgr: np.ndarray) -> sv.Detections:
+        """Raises :class:`detector.InvalidImageError` for a frame that is not ``(H, W, 3)``
+        uint8 BGR, here, so that it fails this camera only and not the batch it would join."""
+        from detector.preprocess import validate_bgr_image
+
+        validate_bgr_image(image_bgr)
         detections = self._batcher.detect(image_bgr)
         if self.classes is None or len(detections) == 0:
             return detections

@@ -118,7 +118,7 @@ class _Camera:
             self._set_state("connecting")
             try:
                 pipeline = self.service._build_pipeline(self.spec)
-            except Yolov7TrackError as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded and shown in /status; others go on
                 live = self.spec.source.isdigit() or "://" in self.spec.source
                 self._fail(exc)
                 if not live:

@@ -14,6 +14,7 @@ checks several). The box decode stays eager, in fp32, as in the eager model.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 
@@ -38,7 +39,10 @@ class FrozenYOLOv7(nn.Module):
     """An eval-only YOLOv7 whose body runs as a frozen TorchScript graph.
 
     The graph is traced on the first call, from that call's input (a few seconds); calls
-    return the same decoded ``(B, N, 5 + nc)`` predictions as ``model(x)``.
+    return the same decoded ``(B, N, 5 + nc)`` predictions as ``model(x)``. TorchScript's
+    executor specializes the graph to each new input shape on its first calls with it (a few
+    hundred milliseconds each), so the first frames of a new size or batch size are slower.
+    Thread-safe.
 
     Args:
         model: a YOLOv7 in eval mode, already in its inference precision and memory format;
@@ -51,11 +55,16 @@ class FrozenYOLOv7(nn.Module):
             raise ValueError("FrozenYOLOv7 needs a model in eval mode")
         self.model = model
         self._graph: torch.jit.ScriptModule | None = None
+        self._lock = threading.Lock()  # two threads' first calls trace once
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._graph is None:
-            self._graph = self._freeze(x)
-        return self.model.decode_lead_maps(self._graph(x))
+        graph = self._graph
+        if graph is None:
+            with self._lock:
+                if self._graph is None:
+                    self._graph = self._freeze(x)
+                graph = self._graph
+        return self.model.decode_lead_maps(graph(x))
 
     def _freeze(self, example: torch.Tensor) -> torch.jit.ScriptModule:
         start = time.perf_counter()

@@ -434,3 +434,18 @@ def test_events_reach_mqtt_in_order_through_a_broker_outage(tmp_path: Path):
 
 def _event_id(event: dict) -> tuple:
     return (event["camera_id"], event["frame_index"], event["zone"], event["track_id"], event["direction"])
+
+
+def test_a_bad_frame_fails_its_camera_only_and_a_failing_callback_stops_nothing():
+    from detector import InvalidImageError
+
+    def on_batch(size: int, seconds: float) -> None:
+        raise RuntimeError("metrics backend down")
+
+    batcher = BatchingDetector(lambda images: [EMPTY for _ in images], max_batch=4, max_wait_ms=5, on_batch=on_batch)
+    view = batcher.for_camera()
+    with pytest.raises(InvalidImageError):
+        view(np.zeros((4, 4), np.uint8))  # refused before it joins a batch
+    for _ in range(3):
+        assert len(view(np.zeros((4, 4, 3), np.uint8))) == 0
+    batcher.close()
