@@ -27,6 +27,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -381,23 +382,24 @@ def _logging_around(progress: _Progress) -> contextlib.AbstractContextManager[An
 
 
 class _Window:
-    """``--show``: the annotated frames in an OpenCV window that lives in a child process
-    (:class:`app.display.WindowProcess`: a display lost mid-run closes the window, not the run);
-    q/Esc in the window stops the run."""
+    """``--show``: a frame sink (:class:`app.frame_sinks.FrameSink`) showing the annotated
+    frames in an OpenCV window that lives in a child process (:class:`app.display.WindowProcess`:
+    a display lost mid-run closes the window, not the run); q/Esc in the window calls
+    ``on_quit`` (stops the run)."""
 
     TITLE = PROG
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, on_quit: Callable[[], None]) -> None:
         from app.display import WindowProcess
 
-        self._pipeline = pipeline
+        self._on_quit = on_quit
         self._window = WindowProcess(self.TITLE)
+        self.path = "--show window"
 
-    def show(self, result: FrameResult) -> None:
+    def write(self, image_bgr: Any, frame: Any) -> None:
         if self._window.stop_requested:
-            self._pipeline.stop()
-        if result.annotated is not None:
-            self._window.show(result.annotated)
+            self._on_quit()
+        self._window.show(image_bgr)
 
     def close(self) -> None:
         self._window.close()
@@ -507,6 +509,7 @@ def _run_track(argv: Sequence[str]) -> int:
 
     source = _open_source(args.source, args.vid_stride)
     sinks: list[Any] = []
+    window: _Window | None = None
     try:
         detector = _load_detector(args)
         sinks = _open_sinks(args.events, args.events_mode)
@@ -515,11 +518,13 @@ def _run_track(argv: Sequence[str]) -> int:
             render=bool(args.output is not None or args.show),
             max_frames=args.max_frames,
         )
+        stop = threading.Event()  # q in the --show window
+        window = _Window(stop.set) if args.show else None
         pipeline = Pipeline(source, detector, _make_tracker(args.tracker, tracker_params, source.fps),
                             counting=counting.configs, event_sinks=sinks, config=config,
-                            class_names=detector.names)
+                            class_names=detector.names, frame_sinks=[window] if window is not None else [])
     except BaseException:
-        for resource in (*sinks, source):
+        for resource in (*sinks, source, *([window] if window is not None else [])):
             resource.close()
         raise
     # after every check that can refuse the run, so that a refusal stays one line on stderr
@@ -530,12 +535,10 @@ def _run_track(argv: Sequence[str]) -> int:
     if total is not None and args.max_frames is not None:
         total = min(total, args.max_frames)
     progress = _Progress(total, enabled=not args.no_progress, source_name=source.name)
-    window = _Window(pipeline) if args.show else None
-
     def on_result(result: FrameResult) -> None:
         progress.update(result)
-        if window is not None:
-            window.show(result)
+        if stop.is_set():
+            pipeline.stop()
 
     interrupted = False
     stop_signals = _StopSignals(pipeline)
@@ -546,8 +549,6 @@ def _run_track(argv: Sequence[str]) -> int:
         interrupted = True
     finally:
         progress.close()
-        if window is not None:
-            window.close()
         if pipeline.report is not None:
             _write_report(pipeline.report, args.report, counting_given=bool(counting.names))
     # Ctrl-C is the usual way to end a live stream, but the exit status says it happened
