@@ -54,19 +54,24 @@ class BatchingDetector:
             :meth:`detector.Detector.detect_batch`); called from the batching thread only.
         max_batch: most frames per forward pass (>= 1).
         max_wait_ms: longest a frame waits for others to join its batch, milliseconds (>= 0).
-        on_batch: called with each batch's size and forward time in seconds (metrics), from the
+        on_batch: called with each batch's size and forward time in seconds (metrics), from a
             batching thread.
+        workers: batches run at once (>= 1), each from its own thread. On a CPU a forward pass
+            leaves cores idle at every layer's synchronisation; two passes at once fill those
+            gaps (see benchmarks/cameras.py).
 
     Raises:
         BatchingError: an invalid option.
     """
 
     def __init__(self, detect_batch: DetectBatch, max_batch: int = 8, max_wait_ms: float = 10.0,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, float], None] | None = None, workers: int = 1) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise BatchingError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or not max_wait_ms >= 0:
             raise BatchingError(f"max_wait_ms must be a number >= 0, got {max_wait_ms!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise BatchingError(f"workers must be an integer >= 1, got {workers!r}")
         self._detect_batch = detect_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -76,8 +81,11 @@ class BatchingDetector:
         self._closed = False
         self.batches = 0
         self.frames = 0
-        self._thread = threading.Thread(target=self._loop, name="batching-detector", daemon=True)
-        self._thread.start()
+        self._count_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._loop, name=f"batching-detector-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def for_camera(self, classes: Sequence[int] | None = None) -> CameraDetector:
         """A per-camera callable; ``classes`` keeps only those class ids for this camera."""
@@ -106,7 +114,8 @@ class BatchingDetector:
             self._cond.notify_all()
         for request in pending:
             request.future.set_exception(BatchingError("the shared detector was closed"))
-        self._thread.join(timeout_s)
+        for thread in self._threads:
+            thread.join(timeout_s)
 
     @property
     def mean_batch(self) -> float:
@@ -115,19 +124,23 @@ class BatchingDetector:
 
     # ------------------------------------------------------------------ batching thread
     def _take_batch(self) -> list[_Request]:
+        """The next batch; empty only once closed. With several workers, another one may take
+        the frames this one was waiting on: it then starts over."""
         with self._cond:
-            while not self._queue and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return []
-            deadline = self._queue[0].queued_at + self.max_wait_s
-            while len(self._queue) < self.max_batch and not self._closed:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-            return batch
+            while True:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return []
+                deadline = self._queue[0].queued_at + self.max_wait_s
+                while self._queue and len(self._queue) < self.max_batch and not self._closed:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+                if batch:
+                    return batch
 
     def _loop(self) -> None:
         try:
@@ -158,8 +171,9 @@ class BatchingDetector:
                 request.future.set_exception(exc)
             return
         seconds = time.perf_counter() - start
-        self.batches += 1
-        self.frames += len(batch)
+        with self._count_lock:
+            self.batches += 1
+            self.frames += len(batch)
         for request, detections in zip(batch, results):
             request.future.set_result(detections)
         if self._on_batch is not None:

@@ -13,6 +13,7 @@ required::
       iou: 0.45
       max_batch: 8                # frames per forward pass, at most
       max_wait_ms: 10             # how long a frame waits for others to join its batch
+      workers: 1                  # batches in flight at once (2 can fill a CPU's idle gaps)
       threads: null               # torch CPU threads (null: torch's default)
     outputs:
       events: events.sqlite       # every camera's events, with camera_id and wall_time
@@ -84,6 +85,7 @@ class DetectorSpec:
     iou: float = 0.45
     max_batch: int = 8
     max_wait_ms: float = 10.0
+    workers: int = 1
     threads: int | None = None
 
 
@@ -195,6 +197,7 @@ def _parse_detector(data: Any, where: _Where) -> DetectorSpec:
         _require(_is_number(value) and 0 <= value <= 1, where, f"detector.{name}", "a number in [0, 1]", value)
     _require(_is_int(spec.max_batch) and spec.max_batch >= 1, where, "detector.max_batch", "an integer >= 1", spec.max_batch)
     _require(_is_number(spec.max_wait_ms) and spec.max_wait_ms >= 0, where, "detector.max_wait_ms", "a number >= 0", spec.max_wait_ms)
+    _require(_is_int(spec.workers) and spec.workers >= 1, where, "detector.workers", "an integer >= 1", spec.workers)
     _require(spec.threads is None or (_is_int(spec.threads) and spec.threads >= 1), where, "detector.threads",
              "an integer >= 1 or null", spec.threads)
     return spec

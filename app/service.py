@@ -236,7 +236,7 @@ class Service:
             self.names = [str(n) for n in self.detector.names]
             spec = cameras.detector
             self.batcher = BatchingDetector(self.detector.detect_batch, spec.max_batch, spec.max_wait_ms,
-                                            on_batch=self._on_batch)
+                                            on_batch=self._on_batch, workers=spec.workers)
             self._closers.append(self.batcher.close)
             for camera in cameras.cameras:
                 self._class_ids(camera)  # refuse an unknown class before anything runs

@@ -145,10 +145,10 @@ def build_pipeline(clip: Path, detect: Any, frames: int, camera_id: str, names: 
 
 
 def run_cameras(detector: Detector, clip: Path, frames: int, cameras: int, mode: str,
-                max_batch: int, max_wait_ms: float) -> dict[str, Any]:
+                max_batch: int, max_wait_ms: float, workers: int = 1) -> dict[str, Any]:
     """N pipelines at once in ``mode``; fps, batch size and memory of the run."""
-    batcher = BatchingDetector(detector.detect_batch, max_batch=max_batch, max_wait_ms=max_wait_ms) \
-        if mode == "batched" else None
+    batcher = BatchingDetector(detector.detect_batch, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                               workers=workers) if mode == "batched" else None
     rss_before = current_rss_mib()
     pipelines: list[Pipeline] = []
     try:
@@ -224,7 +224,7 @@ MEDIAN_KEYS = ("aggregate_fps", "camera_fps_min", "camera_fps_mean", "camera_fps
 
 
 def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, precision: str, img_size: int,
-        max_batch: int | None, max_wait_ms: float) -> dict[str, Any]:
+        max_batch: int | None, max_wait_ms: float, workers: int = 1) -> dict[str, Any]:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     clip = shared_path(*CLIP)
@@ -249,7 +249,7 @@ def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, preci
         for n in cameras:
             order = MODES if repeat % 2 == 0 else MODES[::-1]
             for mode in order:
-                row = run_cameras(detector, clip, frames, n, mode, max_batch or n, max_wait_ms)
+                row = run_cameras(detector, clip, frames, n, mode, max_batch or n, max_wait_ms, workers)
                 rows.append({"repeat": repeat, "cameras": n, "mode": mode, **row})
                 logger.info("repeat %d, %d camera(s), %s: %.2f fps aggregate, per camera %.2f..%.2f "
                             "(min/mean %.3f), mean batch %.2f, RSS peak %.0f MiB", repeat, n, mode,
@@ -286,6 +286,7 @@ def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, preci
         "precision_resolved": detector.precision,
         "max_batch": max_batch,
         "max_wait_ms": max_wait_ms,
+        "workers": workers,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "threads": threads, "precision": detector.precision},
         "warmup": {"rounds": WARMUP_ROUNDS, "batch_sizes": [1, largest], "seconds": warmup_s},
@@ -358,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="frames per forward pass, at most (default: N, the number of cameras)")
     parser.add_argument("--max-wait-ms", type=_non_negative_float, default=15.0,
                         help="how long a frame waits for others to join its batch")
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="batches in flight at once (BatchingDetector workers)")
     args = parser.parse_args(argv)
     if args.frames > CLIP_FRAMES:
         parser.error(f"--frames: the clip has {CLIP_FRAMES} frames, got {args.frames}")
@@ -366,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     result = run(tuple(args.cameras), args.frames, args.repeats, args.threads, args.precision, args.img_size,
-                 args.max_batch, args.max_wait_ms)
+                 args.max_batch, args.max_wait_ms, args.workers)
     print_table(result)
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
