@@ -71,6 +71,7 @@ from app.spool import (
     encode_json,
     event_json,
     spool_path,
+    wait_until,
 )
 
 __all__ = [
@@ -386,15 +387,9 @@ class MqttPublisher:
         """Wait until every spooled event and the latest counts are acknowledged by the broker,
         delivery has failed, or ``timeout_s`` passes. Returns True if everything was delivered.
         """
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        with self._state:
-            while True:
-                done = (len(self._spool) == 0 and not self._latest_counts
-                        and not self._counts_in_flight)
-                remaining = deadline - time.monotonic()
-                if done or self._failure is not None or self._stop or remaining <= 0:
-                    return done
-                self._state.wait(min(remaining, 0.05))
+        return wait_until(self._state,
+                          lambda: len(self._spool) == 0 and not self._latest_counts and not self._counts_in_flight,
+                          lambda: self._failure is not None or self._stop, timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Send what can be sent within ``timeout_s``, then disconnect; the rest stays spooled.

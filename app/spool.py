@@ -43,7 +43,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -51,6 +51,7 @@ from typing import Any, NamedTuple
 from yolov7_track.errors import Yolov7TrackError
 
 __all__ = [
+    "wait_until",
     "OutputError",
     "OutputConfigError",
     "OutputClosedError",
@@ -506,3 +507,18 @@ class Spool:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self._count} pending"
         return f"Spool({str(self.path)!r}, {state})"
+
+
+def wait_until(state: threading.Condition, done: Callable[[], bool], given_up: Callable[[], bool],
+               timeout_s: float) -> bool:
+    """Wait on ``state`` (a condition its owner notifies on progress) until ``done()``, until
+    ``given_up()`` (a failure, a stop) or for ``timeout_s`` seconds; returns ``done()``. Polls
+    every 50 ms as well, in case a notification is missed. The outputs' ``flush``."""
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    with state:
+        while True:
+            finished = done()
+            remaining = deadline - time.monotonic()
+            if finished or given_up() or remaining <= 0:
+                return finished
+            state.wait(min(remaining, 0.05))

@@ -61,6 +61,7 @@ from app.spool import (
     SpoolItem,
     event_json,
     spool_path,
+    wait_until,
 )
 
 __all__ = ["WebhookConfig", "WebhookPoster", "is_retryable_status"]
@@ -266,14 +267,8 @@ class WebhookPoster:
     def flush(self, timeout_s: float) -> bool:
         """Wait until the spool is empty, delivery has failed, or ``timeout_s`` passes.
         Returns True if every event was answered."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        with self._state:
-            while True:
-                done = len(self._spool) == 0
-                remaining = deadline - time.monotonic()
-                if done or self._failure is not None or self._stop or remaining <= 0:
-                    return done
-                self._state.wait(min(remaining, 0.05))
+        return wait_until(self._state, lambda: len(self._spool) == 0,
+                          lambda: self._failure is not None or self._stop, timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Post what can be posted within about ``timeout_s``, then stop; the rest stays spooled.

@@ -27,7 +27,28 @@ __all__ = ["FpsCappedSource", "StridedSource", "MAX_VID_STRIDE"]
 MAX_VID_STRIDE = 1000
 
 
-class StridedSource:
+class _WrappedSource:
+    """What a source that passes on some of another source's frames shares with it: name,
+    live-ness, statistics, timestamp repairs and ``close()``."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self.name = source.name
+        self.is_live = source.is_live
+
+    @property
+    def stats(self):  # noqa: ANN201 - the wrapped source's SourceStats
+        return self.source.stats
+
+    @property
+    def timestamp_repairs(self) -> int:
+        return int(getattr(self.source, "timestamp_repairs", 0))
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class StridedSource(_WrappedSource):
     """Every ``stride``-th frame ``source`` delivers (the 1st, the ``stride + 1``-th, ...), index
     and timestamp unchanged.
 
@@ -46,35 +67,22 @@ class StridedSource:
     def __init__(self, source: FrameSource, stride: int) -> None:
         if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= MAX_VID_STRIDE:
             raise ValueError(f"vid_stride must be an integer in [1, {MAX_VID_STRIDE}], got {stride!r}")
-        self.source = source
+        super().__init__(source)
         self.stride = stride
-        self.name = source.name
-        self.is_live = source.is_live
         self.fps: float | None = source.fps / stride if source.fps else None
         count = getattr(source, "frame_count", None)
         self.frame_count: int | None = math.ceil(count / stride) if count is not None else None
-
-    @property
-    def stats(self):  # noqa: ANN201 - the wrapped source's SourceStats
-        return self.source.stats
-
-    @property
-    def timestamp_repairs(self) -> int:
-        return int(getattr(self.source, "timestamp_repairs", 0))
 
     def __iter__(self) -> Iterator[Frame]:
         for delivered, frame in enumerate(self.source):
             if delivered % self.stride == 0:
                 yield frame
 
-    def close(self) -> None:
-        self.source.close()
-
     def __repr__(self) -> str:
         return f"StridedSource({self.source!r}, stride={self.stride})"
 
 
-class FpsCappedSource:
+class FpsCappedSource(_WrappedSource):
     """At most ``fps_cap`` frames per second of media time from ``source``: a frame is passed on
     only when at least ``1 / fps_cap`` seconds of its timestamps lie since the last one passed
     (index and timestamp unchanged, as :class:`StridedSource`). For a camera that sends 30 fps
@@ -91,19 +99,9 @@ class FpsCappedSource:
     def __init__(self, source: FrameSource, fps_cap: float) -> None:
         if isinstance(fps_cap, bool) or not isinstance(fps_cap, (int, float)) or not math.isfinite(fps_cap) or fps_cap <= 0:
             raise ValueError(f"fps_cap must be a number > 0, got {fps_cap!r}")
-        self.source = source
+        super().__init__(source)
         self.fps_cap = float(fps_cap)
-        self.name = source.name
-        self.is_live = source.is_live
         self.fps: float | None = min(source.fps, self.fps_cap) if source.fps else self.fps_cap
-
-    @property
-    def stats(self):  # noqa: ANN201 - the wrapped source's SourceStats
-        return self.source.stats
-
-    @property
-    def timestamp_repairs(self) -> int:
-        return int(getattr(self.source, "timestamp_repairs", 0))
 
     def __iter__(self) -> Iterator[Frame]:
         # a small tolerance keeps a 10 fps stream capped at 10 fps from losing frames to jitter
@@ -113,6 +111,3 @@ class FpsCappedSource:
             if last_s is None or frame.timestamp_s - last_s >= period_s or frame.timestamp_s < last_s:
                 last_s = frame.timestamp_s
                 yield frame
-
-    def close(self) -> None:
-        self.source.close()
