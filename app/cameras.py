@@ -40,6 +40,7 @@ the file, the camera and the field: ``cameras.yaml: camera 'gate': tracker.track
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -50,7 +51,13 @@ from typing import Any
 
 import yaml
 
-from app.counting import CountingConfig, ZoneConfigError, load_counting_config, parse_counting_config
+from app.counting import (
+    CountingConfig,
+    ZoneConfigError,
+    load_counting_config,
+    parse_counting_config,
+    save_counting_config,
+)
 from yolov7_track.errors import Yolov7TrackError
 
 __all__ = [
@@ -61,6 +68,7 @@ __all__ = [
     "OutputsSpec",
     "load_cameras_file",
     "parse_cameras",
+    "save_camera_counting",
 ]
 
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -177,6 +185,127 @@ def parse_cameras(data: Any, path: Path) -> CamerasFile:
         seen.add(camera.id)
         cameras.append(camera)
     return CamerasFile(path, detector, outputs, tuple(cameras))
+
+
+# ------------------------------------------------------------------------------ writing
+def save_camera_counting(path: str | Path, counting: Mapping[str, CountingConfig | None]) -> list[str]:
+    """Write new lines and zones of some cameras back into the cameras file at ``path``.
+
+    Everything else in the file stays as it was, YAML comments and key order included (the file
+    is edited with ruamel.yaml's round trip, not rewritten from our dataclasses). Where each
+    camera's shapes go:
+
+    - a camera whose shapes came only from its ``zone_file`` keeps that reference, and the zone
+      file is rewritten (:func:`app.counting.save_counting_config`);
+    - otherwise they go inline (``lines``, ``zones``, ``normalized``); a ``zone_file`` the camera
+      also had is dropped from it, since its shapes are now inline (the zone file itself is left
+      untouched; the returned notes say so).
+
+    ``None`` removes every line and zone of the camera. Pass normalized configurations
+    (:meth:`CountingConfig.to_normalized`) to keep the file valid for any resolution.
+
+    The new file is validated (:func:`parse_cameras`) before it replaces the old one, and it is
+    written to a temporary sibling and renamed into place, so a crash or a bad edit never leaves
+    a broken cameras file.
+
+    Returns:
+        notes for the user (e.g. a dropped zone_file), possibly empty.
+
+    Raises:
+        CamerasFileError: the file cannot be read or parsed, a camera id is not in it, or the
+            result does not validate.
+        OSError: the file or a zone file cannot be written.
+    """
+    path = Path(path)
+    is_json = path.suffix.lower() == ".json"
+    round_trip = _round_trip_yaml()
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if is_json else round_trip.load(text)
+    except FileNotFoundError:
+        raise CamerasFileError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, _ruamel_error()) as exc:
+        raise CamerasFileError(f"{path}: cannot read it back: {exc}") from exc
+    current = parse_cameras(data, path)
+    entries = {entry.get("id"): entry for entry in data["cameras"]}
+    notes: list[str] = []
+    zone_files: list[tuple[CountingConfig, Path]] = []
+    for camera_id, config in counting.items():
+        if camera_id not in entries:
+            raise CamerasFileError(f"{path}: camera {camera_id!r}: not in the file")
+        entry = entries[camera_id]
+        has_inline = bool(entry.get("lines") or entry.get("zones"))
+        if entry.get("zone_file") is not None and not has_inline and config is not None:
+            zone_path = _Where(path, camera_id).path(entry["zone_file"], "zone_file")
+            assert zone_path is not None
+            zone_files.append((config, zone_path))
+            continue
+        for key in ("lines", "zones", "normalized"):
+            entry.pop(key, None)
+        if entry.get("zone_file") is not None:
+            notes.append(f"camera {camera_id!r}: its lines and zones are now inline; "
+                         f"zone_file {entry['zone_file']} was dropped from it (the file itself is unchanged)")
+            entry.pop("zone_file")
+        if config is not None:
+            entry.update(_inline_counting(config, flow=not is_json))
+    for config, zone_path in zone_files:  # before the cameras file, which is validated against them
+        save_counting_config(config, zone_path)
+    buffer = io.StringIO()
+    if is_json:
+        buffer.write(json.dumps(data, indent=2) + "\n")
+    else:
+        round_trip.dump(data, buffer)
+    new_text = buffer.getvalue()
+    check = json.loads(new_text) if is_json else yaml.safe_load(new_text)
+    parse_cameras(check, current.path)  # never write a file that `serve` would refuse
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(new_text, encoding="utf-8")
+    tmp.replace(path)
+    return notes
+
+
+def _ruamel_error() -> type[Exception]:
+    from ruamel.yaml import YAMLError
+
+    return YAMLError
+
+
+def _round_trip_yaml() -> Any:
+    from ruamel.yaml import YAML
+
+    round_trip = YAML()  # round-trip mode: comments, key order and quoting survive
+    round_trip.preserve_quotes = True
+    round_trip.width = 4096
+    round_trip.indent(mapping=2, sequence=4, offset=2)  # "  - id: ...", as in the docs above
+    return round_trip
+
+
+def _inline_counting(config: CountingConfig, flow: bool) -> dict[str, Any]:
+    """The camera keys of ``config`` (lines, zones, normalized); points in flow style in YAML."""
+    data = config.to_dict()
+    if flow:
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+        def flow_seq(values: list) -> CommentedSeq:
+            seq = CommentedSeq(values)
+            seq.fa.set_flow_style()
+            return seq
+
+        def flow_map(item: dict) -> CommentedMap:
+            mapping = CommentedMap(
+                (key, flow_seq([flow_seq(p) for p in value]) if key == "polygon"
+                 else flow_seq(value) if isinstance(value, list) else value)
+                for key, value in item.items())
+            mapping.fa.set_flow_style()
+            return mapping
+
+        data = {key: [flow_map(item) for item in value] if isinstance(value, list) else value
+                for key, value in data.items()}
+    out: dict[str, Any] = {"normalized": data["normalized"]}
+    for key in ("lines", "zones"):
+        if data[key]:
+            out[key] = data[key]
+    return out
 
 
 # ------------------------------------------------------------------------------ sections

@@ -33,6 +33,7 @@ from typing import Any
 from app.batching import BatchingDetector
 from app.cameras import CameraSpec, CamerasFile, load_cameras_file
 from app.counting import CountEvent
+from app.frame_sinks import FrameSink
 from app.pipeline import FrameResult, Pipeline, PipelineConfig
 from yolov7_track.errors import Yolov7TrackError
 
@@ -215,14 +216,20 @@ class Service:
             section through :func:`app.assembly.build_detector`.
         source_config: how every camera opens, times out and reconnects
             (:class:`app.sources.SourceConfig`; ``None``: its defaults).
+        frame_sinks: camera id -> the :class:`app.frame_sinks.FrameSink` outputs of that camera's
+            annotated frames (the GUI's camera grid); called at every (re)start of the camera, and
+            the pipeline closes what it returns. ``None``: no frame outputs besides
+            ``video_output``.
 
     Raises:
         ServiceError, and the errors of the detector, the events file and the outputs.
     """
 
-    def __init__(self, cameras: CamerasFile, detector: Any | None = None, source_config: Any | None = None) -> None:
+    def __init__(self, cameras: CamerasFile, detector: Any | None = None, source_config: Any | None = None,
+                 frame_sinks: Callable[[str], Sequence[FrameSink]] | None = None) -> None:
         self.file = cameras
         self.source_config = source_config
+        self._frame_sinks = frame_sinks
         self._lock = threading.Lock()
         self._cameras: dict[str, _Camera] = {}
         self._closers: list[Callable[[], None]] = []
@@ -357,14 +364,18 @@ class Service:
             source = StridedSource(source, spec.vid_stride)
         if spec.fps_cap is not None:
             source = FpsCappedSource(source, spec.fps_cap)
+        frame_sinks: list[FrameSink] = []
         try:
             tracker = make_tracker(spec.tracker, spec.tracker_params, frame_rate=source.fps or 25.0)
+            frame_sinks = list(self._frame_sinks(spec.id)) if self._frame_sinks is not None else []
             config = PipelineConfig(camera_id=spec.id, video_output=spec.video_output,
-                                    render=spec.video_output is not None)
+                                    render=spec.video_output is not None or bool(frame_sinks))
             return Pipeline(source, self.batcher.for_camera(self._class_ids(spec)), tracker, counting=spec.counting,
-                            event_sinks=list(self._shared_sinks), config=config, class_names=self.names)
+                            event_sinks=list(self._shared_sinks), config=config, class_names=self.names,
+                            frame_sinks=frame_sinks)
         except BaseException:
-            source.close()
+            for resource in (*frame_sinks, source):
+                resource.close()
             raise
 
     def _start_camera(self, spec: CameraSpec) -> None:

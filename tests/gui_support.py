@@ -1,15 +1,19 @@
 """Shared pieces of the GUI tests (no tests here): a detector that replays ground truth, the
 window fixture's helpers, and drawing with simulated mouse events.
 
-The replaying detector gives real crossings on real frames: MOT15 PETS09-S2L1 ground-truth
+The replaying detectors give real crossings on real frames: MOT15 PETS09-S2L1 ground-truth
 boxes (visible, flag 1) on the PETS clip, MOT frame N = video frame N-1, coordinates times
 0.625 for the 480x360 video (shared/README.md). The pipeline calls a detector once per frame in
-order for a file, so the call count is the frame index.
+order for a file, so the call count is the frame index; a batched detector sees frames of
+several cameras in one call, so :class:`HashReplay` finds each frame's boxes by the frame's
+content (a hash of its pixels) instead.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import time
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import supervision as sv
 from shared_data import shared_path
+
+from app.sources import open_source
 
 PETS_VIDEO = ("data", "videos", "vtest_PETS09-S2L1_480x360.avi")
 PETS_SCALE = 0.625  # 768x576 ground truth -> 480x360 video
@@ -93,3 +99,31 @@ def drag(qtbot, widget, start, end, steps: int = 6) -> None:  # noqa: ANN001 - p
 def widget_point(view, xy):  # noqa: ANN001, ANN201
     """Frame pixels -> the view's widget coordinates as a ``QPoint``."""
     return view.to_widget(xy).toPoint()
+
+
+def _digest(image: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+
+
+class HashReplay:
+    """``detect_batch`` (and ``__call__``) returning each PETS frame's ground truth, found by
+    the frame's pixels; ``delay_s`` per call stands for the forward pass."""
+
+    names = ["person"]
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        truth = pets_ground_truth()
+        self._boxes: dict[bytes, sv.Detections] = {}
+        for frame in open_source(pets_video()):
+            self._boxes[_digest(frame.image)] = truth.get(frame.index, _EMPTY)
+        self.delay_s = delay_s
+        self.batch_sizes: list[int] = []
+
+    def detect_batch(self, images):  # noqa: ANN001, ANN201
+        self.batch_sizes.append(len(images))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return [self._boxes[_digest(image)] for image in images]
+
+    def __call__(self, image: np.ndarray) -> sv.Detections:
+        return self.detect_batch([image])[0]

@@ -7,7 +7,6 @@ finds each frame's boxes by the frame's content (a hash of its pixels), not by c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 import supervision as sv
 import yaml
-from gui_support import pets_ground_truth, pets_video
+from gui_support import HashReplay, pets_ground_truth, pets_video
 
 from app.batching import BatchingDetector, BatchingError
 from app.cameras import CamerasFileError, parse_cameras
@@ -36,34 +35,6 @@ from tracker.registry import make_tracker
 
 FRAMES = 200  # of the PETS clip (795): people cross both lines in these
 EMPTY = sv.Detections.empty()
-
-
-def _digest(image: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
-
-
-class HashReplay:
-    """``detect_batch`` (and ``__call__``) returning each PETS frame's ground truth, found by
-    the frame's pixels; ``delay_s`` per call stands for the forward pass."""
-
-    names = ["person"]
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        truth = pets_ground_truth()
-        self._boxes: dict[bytes, sv.Detections] = {}
-        for frame in open_source(pets_video()):
-            self._boxes[_digest(frame.image)] = truth.get(frame.index, EMPTY)
-        self.delay_s = delay_s
-        self.batch_sizes: list[int] = []
-
-    def detect_batch(self, images):  # noqa: ANN001, ANN201
-        self.batch_sizes.append(len(images))
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        return [self._boxes[_digest(image)] for image in images]
-
-    def __call__(self, image: np.ndarray) -> sv.Detections:
-        return self.detect_batch([image])[0]
 
 
 @pytest.fixture(scope="module")

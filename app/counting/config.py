@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,44 @@ class CountingConfig:
             ),
             normalized=False,
         )
+
+    def to_normalized(self, frame_width: int, frame_height: int) -> "CountingConfig":
+        """The inverse of :meth:`to_pixels`: coordinates as fractions of a ``frame_width`` x
+        ``frame_height`` frame (a normalized configuration is returned unchanged).
+
+        Raises:
+            ValueError: a non-positive frame size, or a point outside the frame (fractions must
+                lie in 0-1; keep such a configuration in pixels).
+        """
+        if frame_width <= 0 or frame_height <= 0:
+            raise ValueError(f"frame size must be positive, got {frame_width}x{frame_height}")
+        if self.normalized:
+            return self
+        if not all(0.0 <= xy[0] <= frame_width and 0.0 <= xy[1] <= frame_height
+                   for _, xy in _all_points(self.lines, self.zones)):
+            raise ValueError(f"a point lies outside the {frame_width}x{frame_height} frame")
+
+        def scale(xy: XY) -> XY:
+            return (xy[0] / frame_width, xy[1] / frame_height)
+
+        return CountingConfig(
+            lines=tuple(replace(s, start=scale(s.start), end=scale(s.end)) for s in self.lines),
+            zones=tuple(replace(s, polygon=tuple(scale(p) for p in s.polygon)) for s in self.zones),
+            normalized=True,
+        )
+
+    @staticmethod
+    def merged(configs: "Sequence[CountingConfig]", frame_width: int, frame_height: int) -> "CountingConfig | None":
+        """One pixel configuration holding every line and zone of ``configs`` (a camera's inline
+        shapes and its zone file), or ``None`` when they hold none.
+
+        Raises:
+            ZoneConfigError: two shapes share a name.
+        """
+        pixels = [config.to_pixels(frame_width, frame_height) for config in configs]
+        lines = tuple(spec for config in pixels for spec in config.lines)
+        zones = tuple(spec for config in pixels for spec in config.zones)
+        return CountingConfig(lines, zones, normalized=False) if lines or zones else None
 
     def build(
         self,

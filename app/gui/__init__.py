@@ -1,6 +1,8 @@
 """The desktop GUI of yolov7-track (PyQt6): live feeds, lines and zones drawn with the mouse, counts.
 
-Run it with ``yolov7-track gui [SOURCE] [--zones FILE]`` or ``python main.py``.
+Run it with ``yolov7-track gui [SOURCE] [--zones FILE]`` or ``python main.py``;
+``yolov7-track gui --cameras CAMERAS.yaml`` opens a cameras file as a grid of live views
+(:mod:`~app.gui.camera_grid`).
 
 Modules: :mod:`~app.gui.main_window` (the window), :mod:`~app.gui.video_view` (live view and
 line/zone editor), :mod:`~app.gui.worker` (the pipeline in a worker thread),
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source", nargs="?", help="start with this video file, folder, URL or webcam index")
     parser.add_argument("--zones", type=Path, metavar="FILE", help="lines and zones from a JSON or YAML file")
+    parser.add_argument("--cameras", type=Path, metavar="FILE",
+                        help="open a cameras file (yolov7-track serve's) as a grid of live views with their counts")
     parser.add_argument("--settings", type=Path, metavar="FILE",
                         help="settings file (default: <user config dir>/yolov7-track/settings.json)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -47,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): as a status, not an exit
         return int(exc.code or 0)
+    if args.cameras is not None and (args.source or args.zones is not None):
+        print(f"{PROG}: error: --cameras opens the camera grid; give no SOURCE or --zones with it "
+              "(each camera's lines and zones are in the cameras file)", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -65,12 +73,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else PROG])
     app.setApplicationName("yolov7-track")
-    window = MainWindow(settings_path=args.settings)
-    if args.zones is not None:
-        window.load_zones(args.zones)
-    window.show()
-    if args.source:
-        window.open_source(args.source)
+    if args.cameras is not None:
+        from app.gui.camera_grid import CameraGridWindow
+
+        window = CameraGridWindow()
+        window.show()
+        window.open_cameras_file(args.cameras)
+    else:
+        window = MainWindow(settings_path=args.settings)
+        if args.zones is not None:
+            window.load_zones(args.zones)
+        window.show()
+        if args.source:
+            window.open_source(args.source)
     interrupted = _close_on_ctrl_c(app, window)
     try:
         status = int(app.exec())
@@ -80,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 

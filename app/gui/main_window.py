@@ -117,6 +117,10 @@ class MainWindow(QMainWindow):
         self._close_requested = False
         self._pending_zone_config: CountingConfig | None = None
         self.last_report: PipelineReport | None = None
+        self.grids: list[QMainWindow] = []  # camera grid windows opened from here
+        self._grid_poll = QTimer(self)
+        self._grid_poll.setInterval(100)
+        self._grid_poll.timeout.connect(self._close_when_grids_stopped)
         self.last_error: str | None = None
         self.message_box: QMessageBox | None = None
         self._dialog = None
@@ -214,6 +218,8 @@ class MainWindow(QMainWindow):
         self.delete_action = self._action("&Delete", self.view.delete_selected, QKeySequence.StandardKey.Delete)
         for action in (self.rename_action, self.flip_action, self.delete_action):
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the view handles its keys
+        self.cameras_action = self._action("Open &cameras file…", self.ask_open_cameras, "Ctrl+Shift+O",
+                                           "open a cameras file (yolov7-track serve's) as a grid of live views")
         self.load_zones_action = self._action("&Load lines and zones…", self.ask_load_zones, "Ctrl+L")
         self.save_zones_action = self._action("&Save lines and zones…", self.ask_save_zones, QKeySequence.StandardKey.Save)
         self.export_action = self._action("&Export events CSV…", self.events_panel.ask_export, "Ctrl+E")
@@ -224,6 +230,7 @@ class MainWindow(QMainWindow):
         file_menu = menu.addMenu("&File")
         file_menu.addAction(self.open_action)
         self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addAction(self.cameras_action)
         file_menu.addSeparator()
         file_menu.addAction(self.load_zones_action)
         file_menu.addAction(self.save_zones_action)
@@ -457,6 +464,25 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             self.worker.set_view_size(width_px, height_px)
 
+    def ask_open_cameras(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open cameras file", "", "Cameras files (*.yaml *.yml *.json)")
+        if path:
+            self.open_cameras_file(path)
+
+    def open_cameras_file(self, path: str | Path, service_factory: Callable[..., object] | None = None) -> QMainWindow:
+        """Open ``path`` in a new camera grid window (:mod:`app.gui.camera_grid`; its default
+        service unless ``service_factory`` is given). Closing this window stops its cameras first."""
+        from app.gui.camera_grid import CameraGridWindow, default_service_factory
+
+        grid = CameraGridWindow(service_factory or default_service_factory, parent=self)
+        grid.setWindowFlag(Qt.WindowType.Window)  # its own top-level window, owned by this one
+        grid.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.grids.append(grid)
+        grid.destroyed.connect(lambda _obj=None, grid=grid: self.grids.remove(grid) if grid in self.grids else None)
+        grid.show()
+        grid.open_cameras_file(path)
+        return grid
+
     # ---------------------------------------------------------------- lines and zones
     def _on_shapes_edited(self) -> None:
         if self.worker is not None and self.is_busy():
@@ -576,6 +602,8 @@ class MainWindow(QMainWindow):
         the process. Only call this after ``QApplication.exec()`` returned; while the GUI runs,
         closing goes through :meth:`closeEvent`, which never waits. Returns whether no worker
         thread is left."""
+        for grid in self.grids:
+            grid.shutdown_after_event_loop(timeout_s)
         thread = self._thread
         if thread is None:
             return True
@@ -587,7 +615,23 @@ class MainWindow(QMainWindow):
             logger.error("the pipeline did not stop within %.0f s", timeout_s)
         return finished
 
+    def _close_when_grids_stopped(self) -> None:
+        # Polled, not signalled: a grid deletes itself once closed, and a queued signal from
+        # its runner may be dropped with it.
+        if not any(grid.runner.busy for grid in self.grids):
+            self._grid_poll.stop()
+            self.close()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        busy_grids = [grid for grid in self.grids if grid.runner.busy]
+        if busy_grids:
+            # The camera grids stop their cameras first (their outputs are finalized), then we close.
+            self._close_requested = True
+            for grid in busy_grids:
+                grid.close()
+            self._grid_poll.start()
+            event.ignore()
+            return
         if self.is_busy():
             # Never wait here: ask the run to stop and close when its thread has ended.
             self._close_requested = True
