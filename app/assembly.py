@@ -1,16 +1,24 @@
-"""The one assembly path of the detector for the CLI, the GUI (and later the service).
+"""The one assembly path of a run for the CLI, the GUI and every camera of the service.
 
-Each front end turns its own options into a :class:`detector.DetectorConfig` and a class filter;
-:func:`build_detector` loads the weights once (torch, or an exported ONNX Runtime / OpenVINO
-model), resolves the class filter against the model's class names and builds the
-:class:`detector.Detector`. A new detector option is added here and in the front ends' option
-parsing, not in three loaders.
+Each front end turns its own options (command line, settings file, cameras file) into the same
+parts, built here:
+
+- :func:`build_detector` loads the weights once (torch, or an exported ONNX Runtime / OpenVINO
+  model), resolves the class filter (:func:`resolve_classes`, one rule for every front end)
+  against the model's class names and builds the :class:`detector.Detector`;
+- :func:`pace_source` wraps a source with ``--vid-stride`` and an fps cap;
+- :func:`build_pipeline` builds the tracker of a :class:`TrackerChoice` from the registry
+  (:mod:`tracker.registry`) at the source's frame rate, and the :class:`app.pipeline.Pipeline`
+  with its counting lines and zones, event sinks and frame sinks.
+
+A new run option is added here and in the front ends' option parsing, not in three builders.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from yolov7_track.errors import Yolov7TrackError
@@ -81,3 +89,84 @@ def build_detector(weights: str, config: Any, class_filter: ClassFilter | None =
     if class_filter is not None:
         config = dataclasses.replace(config, classes=class_filter([str(n) for n in model.names]))
     return Detector(model, config)
+
+
+#: The tracker's frame rate when the source has none (an image folder, some streams), frames per
+#: second; ByteTrack scales its track buffer by it (Zhang et al., ECCV 2022, track_buffer at 30 fps).
+DEFAULT_TRACKER_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class TrackerChoice:
+    """A registered tracker (:data:`tracker.registry.TRACKERS`) and its parameters.
+
+    Attributes:
+        name: ``bytetrack``, ``sort``, or any other registered name.
+        params: parameter name -> value (:func:`tracker.registry.tracker_parameters`); checked
+            when the tracker is built.
+    """
+
+    name: str = "bytetrack"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def build_tracker(choice: TrackerChoice, source_fps: float | None) -> Any:
+    """The tracker of ``choice`` at ``source_fps`` (:data:`DEFAULT_TRACKER_FPS` when the source
+    has no frame rate).
+
+    Raises:
+        tracker.errors.InvalidTrackerConfigError: unknown tracker, parameter or value.
+    """
+    from tracker.registry import make_tracker
+
+    frame_rate = float(source_fps) if source_fps else DEFAULT_TRACKER_FPS
+    return make_tracker(choice.name, dict(choice.params), frame_rate=frame_rate)
+
+
+def pace_source(source: Any, vid_stride: int = 1, fps_cap: float | None = None) -> Any:
+    """``source`` with every ``vid_stride``-th frame kept (:class:`app.sources.stride.StridedSource`)
+    and at most ``fps_cap`` frames per second of a live source
+    (:class:`app.sources.stride.FpsCappedSource`); unchanged for 1 and ``None``."""
+    from app.sources.stride import FpsCappedSource, StridedSource
+
+    if vid_stride > 1:
+        source = StridedSource(source, vid_stride)
+    if fps_cap is not None:
+        source = FpsCappedSource(source, fps_cap)
+    return source
+
+
+def build_pipeline(
+    source: Any,
+    detector: Any,
+    tracker: TrackerChoice,
+    *,
+    counting: Sequence[Any] = (),
+    config: Any | None = None,
+    class_names: Sequence[str] | None = None,
+    event_sinks: Sequence[Any] = (),
+    frame_sinks: Sequence[Any] = (),
+    renderer: Any | None = None,
+) -> Any:
+    """The :class:`app.pipeline.Pipeline` of one run or camera.
+
+    Args:
+        source: an opened :class:`app.frames.FrameSource` (already paced, :func:`pace_source`).
+        detector: ``image_bgr -> sv.Detections`` (a :class:`detector.Detector`, or one camera's
+            view of the batching detector).
+        tracker: the tracker to build, at the source's frame rate.
+        counting: :class:`app.counting.CountingConfig` of the lines and zones.
+        config: :class:`app.pipeline.PipelineConfig` (``None``: its defaults).
+        class_names: the model's class names (events carry them).
+        event_sinks, frame_sinks, renderer: as :class:`app.pipeline.Pipeline`; the pipeline owns
+            the sinks once built. If building fails, the caller still owns the source and the
+            sinks and closes them.
+
+    Raises:
+        the errors of :func:`build_tracker` and of :class:`app.pipeline.Pipeline`.
+    """
+    from app.pipeline import Pipeline
+
+    return Pipeline(source, detector, build_tracker(tracker, source.fps), counting=counting, config=config,
+                    class_names=class_names, event_sinks=list(event_sinks), frame_sinks=list(frame_sinks),
+                    renderer=renderer)

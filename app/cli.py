@@ -53,8 +53,6 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
 # detector.precision.PRECISIONS / BACKENDS (not imported: torch is slow to load; a test keeps them equal)
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
-#: Nominal tracker frame rate when the source does not say (ByteTrack scales its buffer by it).
-DEFAULT_TRACKER_FPS = 30.0
 
 
 class UserInputError(Yolov7TrackError):
@@ -303,15 +301,10 @@ def _tracker_params(args: argparse.Namespace) -> dict[str, Any]:
     return parse_tracker_params(args.tracker, args.tracker_param)
 
 
-def _make_tracker(name: str, params: dict[str, Any], fps: float | None) -> Any:
-    from tracker.registry import make_tracker
-
-    return make_tracker(name, params, frame_rate=float(fps) if fps else DEFAULT_TRACKER_FPS)
-
-
 def _open_source(spec: str, vid_stride: int = 1) -> Any:
     from app.sources import SourceNotFoundError, open_source
-    from app.sources.stride import MAX_VID_STRIDE, StridedSource
+    from app.assembly import pace_source
+    from app.sources.stride import MAX_VID_STRIDE
 
     if vid_stride > MAX_VID_STRIDE:
         raise UserInputError(f"--vid-stride {vid_stride}: at most {MAX_VID_STRIDE}")
@@ -321,7 +314,7 @@ def _open_source(spec: str, vid_stride: int = 1) -> Any:
         if spec.isidentifier():  # a bare word: perhaps a mistyped subcommand
             raise UserInputError(f"{exc} (commands: {', '.join(sorted(SUBCOMMANDS))})") from exc
         raise
-    return StridedSource(source, vid_stride) if vid_stride > 1 else source
+    return pace_source(source, vid_stride)
 
 
 def _open_sinks(paths: Sequence[Path], mode: str) -> list[Any]:
@@ -505,7 +498,8 @@ def _run_track(argv: Sequence[str]) -> int:
     tracker_params = _tracker_params(args)
     _check_output_paths(args)
 
-    from app.pipeline import Pipeline, PipelineConfig
+    from app.assembly import TrackerChoice, build_pipeline
+    from app.pipeline import PipelineConfig
 
     source = _open_source(args.source, args.vid_stride)
     sinks: list[Any] = []
@@ -520,9 +514,9 @@ def _run_track(argv: Sequence[str]) -> int:
         )
         stop = threading.Event()  # q in the --show window
         window = _Window(stop.set) if args.show else None
-        pipeline = Pipeline(source, detector, _make_tracker(args.tracker, tracker_params, source.fps),
-                            counting=counting.configs, event_sinks=sinks, config=config,
-                            class_names=detector.names, frame_sinks=[window] if window is not None else [])
+        pipeline = build_pipeline(source, detector, TrackerChoice(args.tracker, tracker_params),
+                                  counting=counting.configs, event_sinks=sinks, config=config,
+                                  class_names=detector.names, frame_sinks=[window] if window is not None else [])
     except BaseException:
         for resource in (*sinks, source, *([window] if window is not None else [])):
             resource.close()

@@ -355,24 +355,19 @@ class Service:
         return resolve_classes(spec.classes, self.names, f"{self.file.path}: camera {spec.id!r}: classes")
 
     def _build_pipeline(self, spec: CameraSpec) -> Pipeline:
+        from app.assembly import TrackerChoice, build_pipeline, pace_source
         from app.sources import open_source
-        from app.sources.stride import FpsCappedSource, StridedSource
-        from tracker.registry import make_tracker
 
-        source = open_source(spec.source, self.source_config)
-        if spec.vid_stride > 1:
-            source = StridedSource(source, spec.vid_stride)
-        if spec.fps_cap is not None:
-            source = FpsCappedSource(source, spec.fps_cap)
+        source = pace_source(open_source(spec.source, self.source_config), spec.vid_stride, spec.fps_cap)
         frame_sinks: list[FrameSink] = []
         try:
-            tracker = make_tracker(spec.tracker, spec.tracker_params, frame_rate=source.fps or 25.0)
             frame_sinks = list(self._frame_sinks(spec.id)) if self._frame_sinks is not None else []
             config = PipelineConfig(camera_id=spec.id, video_output=spec.video_output,
                                     render=spec.video_output is not None or bool(frame_sinks))
-            return Pipeline(source, self.batcher.for_camera(self._class_ids(spec)), tracker, counting=spec.counting,
-                            event_sinks=list(self._shared_sinks), config=config, class_names=self.names,
-                            frame_sinks=frame_sinks)
+            return build_pipeline(source, self.batcher.for_camera(self._class_ids(spec)),
+                                  TrackerChoice(spec.tracker, spec.tracker_params), counting=spec.counting,
+                                  event_sinks=self._shared_sinks, config=config, class_names=self.names,
+                                  frame_sinks=frame_sinks)
         except BaseException:
             for resource in (*frame_sinks, source):
                 resource.close()

@@ -258,9 +258,10 @@ def test_load_detector_applies_the_settings() -> None:
     ],
 )
 def test_make_tracker_from_settings(settings, expected) -> None:  # noqa: ANN001
-    from app.gui.worker import make_tracker
+    from app.assembly import build_tracker
+    from app.gui.worker import tracker_choice
 
-    tracker = make_tracker(settings, fps=None)
+    tracker = build_tracker(tracker_choice(settings), source_fps=None)
     kind, params = expected
     assert type(tracker).__name__ == kind
     for name, value in params.items():

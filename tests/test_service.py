@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import supervision as sv
 import yaml
-from gui_support import HashReplay, pets_ground_truth, pets_video
+from gui_support import HashReplay, pets_video
 
 from app.batching import BatchingDetector, BatchingError
 from app.cameras import CamerasFileError, parse_cameras

@@ -52,9 +52,7 @@ from app.gui.worker import (
     PipelineWorker,
     RunRequest,
     SourceOpener,
-    TrackerFactory,
     WorkerStatus,
-    make_tracker,
     open_gui_source,
     recording_path,
     start_in_thread,
@@ -89,14 +87,13 @@ class MainWindow(QMainWindow):
             the window geometry goes to a ``QSettings`` INI file beside it.
         detector_factory: settings -> detector; default loads (and caches) the configured
             weights. Tests pass a stub here.
-        tracker_factory, source_opener, pipeline_config: see :class:`~app.gui.worker.PipelineWorker`.
+        source_opener, pipeline_config: see :class:`~app.gui.worker.PipelineWorker`.
     """
 
     def __init__(
         self,
         settings_path: Path | None = None,
         detector_factory: DetectorFactory | None = None,
-        tracker_factory: TrackerFactory = make_tracker,
         source_opener: SourceOpener = open_gui_source,
         pipeline_config: PipelineConfig | None = None,
         parent: QWidget | None = None,
@@ -107,7 +104,6 @@ class MainWindow(QMainWindow):
         self.settings, settings_problem = self._read_settings()
         self._window_state = QSettings(str(window_state_path(self.settings_path)), QSettings.Format.IniFormat)
         self._detector_factory = detector_factory if detector_factory is not None else DetectorCache()
-        self._tracker_factory = tracker_factory
         self._source_opener = source_opener
         self._pipeline_config = pipeline_config
         self.source_spec: str | None = None
@@ -340,7 +336,7 @@ class MainWindow(QMainWindow):
             return
         self.events_output = events_output
         request = RunRequest(self.source_spec, self.settings, self.view.shapes.to_config(), video_output, events_output)
-        worker = PipelineWorker(request, self._detector_factory, self._tracker_factory, self._source_opener,
+        worker = PipelineWorker(request, self._detector_factory, self._source_opener,
                                 self._pipeline_config)
         worker.frameReady.connect(self._on_frame_ready)
         worker.runStarted.connect(self._on_run_started)

@@ -41,7 +41,8 @@ from PyQt6.QtGui import QImage
 from app.counting import CountEvent, CountingConfig, LineCounts, ZoneCounts
 from app.frames import FrameSource
 from app.gui.settings import GuiSettings, TrackerSettings
-from app.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineReport, PipelineStats, TrackerLike
+from app.assembly import TrackerChoice, build_pipeline
+from app.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineReport, PipelineStats
 from app.paths import RunOutput, check_run_paths
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
     "ViewRenderer",
     "WorkerStatus",
     "bgr_to_qimage",
-    "make_tracker",
+    "tracker_choice",
     "open_gui_source",
     "recording_path",
     "start_in_thread",
@@ -62,11 +63,7 @@ logger = logging.getLogger(__name__)
 
 Detect = Callable[[np.ndarray], sv.Detections]
 DetectorFactory = Callable[[GuiSettings], Detect]
-TrackerFactory = Callable[[TrackerSettings, "float | None"], TrackerLike]
 SourceOpener = Callable[[str], FrameSource]
-
-#: Tracker frame rate when the source states none (ByteTrack scales its buffer by it).
-DEFAULT_TRACKER_FPS = 30.0
 
 STATE_STARTING, STATE_RUNNING, STATE_PAUSED, STATE_STOPPING, STATE_FINISHED = (
     "starting", "running", "paused", "stopping", "finished",
@@ -187,13 +184,10 @@ class ViewRenderer:
         return result.frame.image
 
 
-def make_tracker(settings: TrackerSettings, fps: float | None) -> TrackerLike:
-    """:class:`tracker.ByteTrack` or :class:`tracker.SORT` from the settings, at the source's
-    frame rate (or :data:`DEFAULT_TRACKER_FPS` when it has none)."""
-    from tracker.registry import make_tracker as make_registered_tracker
-
-    frame_rate = float(fps) if fps else DEFAULT_TRACKER_FPS
-    return make_registered_tracker(settings.kind, settings.params(), frame_rate=frame_rate)
+def tracker_choice(settings: TrackerSettings) -> TrackerChoice:
+    """The registered tracker and parameters of the settings (built by
+    :func:`app.assembly.build_pipeline` at the source's frame rate)."""
+    return TrackerChoice(settings.kind, settings.params())
 
 
 def open_gui_source(spec: str) -> FrameSource:
@@ -278,7 +272,6 @@ class PipelineWorker(QObject):
         request: what to run.
         detector_factory: settings -> detector callable (``image_bgr -> sv.Detections``); the
             seam tests use to inject a stub detector.
-        tracker_factory: (tracker settings, source fps) -> tracker.
         source_opener: spec -> :class:`app.frames.FrameSource`.
         pipeline_config: options of the pipeline; ``render`` and ``video_output`` are set from
             the request.
@@ -293,14 +286,12 @@ class PipelineWorker(QObject):
         self,
         request: RunRequest,
         detector_factory: DetectorFactory,
-        tracker_factory: TrackerFactory = make_tracker,
         source_opener: SourceOpener = open_gui_source,
         pipeline_config: PipelineConfig | None = None,
     ) -> None:
         super().__init__()
         self.request = request
         self._detector_factory = detector_factory
-        self._tracker_factory = tracker_factory
         self._source_opener = source_opener
         self._pipeline_config = pipeline_config or PipelineConfig()
         self._lock = threading.Lock()
@@ -435,8 +426,8 @@ class PipelineWorker(QObject):
             config = _with_output(self._pipeline_config, request.video_output)
             with self._lock:
                 counting = self._pending_counting
-            pipeline = Pipeline(
-                source, detector, self._tracker_factory(request.settings.tracker, source.fps),
+            pipeline = build_pipeline(
+                source, detector, tracker_choice(request.settings.tracker),
                 counting=counting if counting is not None else (),
                 config=config, renderer=renderer, class_names=getattr(detector, "names", None),
                 event_sinks=sinks,
