@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from app.counting import (
     parse_counting_config,
     save_counting_config,
 )
+from yolov7_track.checks import is_int, is_number, kind
 from yolov7_track.errors import Yolov7TrackError
 
 __all__ = [
@@ -169,13 +169,13 @@ def parse_cameras(data: Any, path: Path) -> CamerasFile:
     """
     where = _Where(path)
     if not isinstance(data, Mapping):
-        raise where.error("", f"expected a mapping with 'cameras', got {_kind(data)}")
+        raise where.error("", f"expected a mapping with 'cameras', got {kind(data)}")
     where.reject_unknown(data, ("detector", "outputs", "cameras"), "")
     detector = _parse_detector(data.get("detector") or {}, where)
     outputs = _parse_outputs(data.get("outputs") or {}, where)
     raw_cameras = data.get("cameras")
     if not isinstance(raw_cameras, list) or not raw_cameras:
-        raise where.error("cameras", f"expected a non-empty list of cameras, got {_kind(raw_cameras)}")
+        raise where.error("cameras", f"expected a non-empty list of cameras, got {kind(raw_cameras)}")
     cameras = []
     seen: set[str] = set()
     for index, item in enumerate(raw_cameras):
@@ -311,7 +311,7 @@ def _inline_counting(config: CountingConfig, flow: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ sections
 def _parse_detector(data: Any, where: _Where) -> DetectorSpec:
     if not isinstance(data, Mapping):
-        raise where.error("detector", f"expected a mapping, got {_kind(data)}")
+        raise where.error("detector", f"expected a mapping, got {kind(data)}")
     names = [f for f in DetectorSpec.__dataclass_fields__]
     where.reject_unknown(data, names, "detector")
     spec = DetectorSpec(**{key: data[key] for key in names if key in data})
@@ -319,27 +319,27 @@ def _parse_detector(data: Any, where: _Where) -> DetectorSpec:
     _require(spec.precision in _PRECISIONS, where, "detector.precision", " | ".join(_PRECISIONS), spec.precision)
     _require(spec.backend in _BACKENDS, where, "detector.backend", " | ".join(_BACKENDS), spec.backend)
     _require(isinstance(spec.device, str), where, "detector.device", "auto, cpu, cuda or cuda:N", spec.device)
-    _require(spec.img_size is None or (_is_int(spec.img_size) and spec.img_size >= 32 and spec.img_size % 32 == 0),
+    _require(spec.img_size is None or (is_int(spec.img_size) and spec.img_size >= 32 and spec.img_size % 32 == 0),
              where, "detector.img_size", "a multiple of 32", spec.img_size)
     for name in ("conf", "iou"):
         value = getattr(spec, name)
-        _require(_is_number(value) and 0 <= value <= 1, where, f"detector.{name}", "a number in [0, 1]", value)
-    _require(_is_int(spec.max_batch) and spec.max_batch >= 1, where, "detector.max_batch", "an integer >= 1", spec.max_batch)
-    _require(_is_number(spec.max_wait_ms) and spec.max_wait_ms >= 0, where, "detector.max_wait_ms", "a number >= 0", spec.max_wait_ms)
-    _require(_is_int(spec.workers) and spec.workers >= 1, where, "detector.workers", "an integer >= 1", spec.workers)
-    _require(spec.threads is None or (_is_int(spec.threads) and spec.threads >= 1), where, "detector.threads",
+        _require(is_number(value) and 0 <= value <= 1, where, f"detector.{name}", "a number in [0, 1]", value)
+    _require(is_int(spec.max_batch) and spec.max_batch >= 1, where, "detector.max_batch", "an integer >= 1", spec.max_batch)
+    _require(is_number(spec.max_wait_ms) and spec.max_wait_ms >= 0, where, "detector.max_wait_ms", "a number >= 0", spec.max_wait_ms)
+    _require(is_int(spec.workers) and spec.workers >= 1, where, "detector.workers", "an integer >= 1", spec.workers)
+    _require(spec.threads is None or (is_int(spec.threads) and spec.threads >= 1), where, "detector.threads",
              "an integer >= 1 or null", spec.threads)
     return spec
 
 
 def _parse_outputs(data: Any, where: _Where) -> OutputsSpec:
     if not isinstance(data, Mapping):
-        raise where.error("outputs", f"expected a mapping, got {_kind(data)}")
+        raise where.error("outputs", f"expected a mapping, got {kind(data)}")
     where.reject_unknown(data, ("events", "mqtt", "webhook", "metrics", "spool_dir"), "outputs")
     for name in ("mqtt", "webhook", "metrics"):
         value = data.get(name)
         if value is not None and not isinstance(value, Mapping):
-            raise where.error(f"outputs.{name}", f"expected a mapping of options, got {_kind(value)}")
+            raise where.error(f"outputs.{name}", f"expected a mapping of options, got {kind(value)}")
     if data.get("webhook") is not None and not isinstance(data["webhook"].get("url"), str):
         raise where.error("outputs.webhook.url", "expected the endpoint's http(s) URL")
     return OutputsSpec(
@@ -357,7 +357,7 @@ _CAMERA_KEYS = ("id", "source", "lines", "zones", "normalized", "zone_file", "cl
 
 def _parse_camera(data: Any, index: int, where: _Where) -> CameraSpec:
     if not isinstance(data, Mapping):
-        raise where.error(f"cameras[{index}]", f"expected a mapping with id and source, got {_kind(data)}")
+        raise where.error(f"cameras[{index}]", f"expected a mapping with id and source, got {kind(data)}")
     camera_id = data.get("id")
     if not isinstance(camera_id, str) or not _CAMERA_ID.match(camera_id):
         raise where.error(f"cameras[{index}].id",
@@ -433,12 +433,12 @@ def _tracker_params(value: Any, at: _Where) -> dict[str, Any]:
 def _optional_positive(value: Any, at: _Where, name: str) -> float | None:
     if value is None:
         return None
-    _require(_is_number(value) and value > 0, at, name, "a number > 0", value)
+    _require(is_number(value) and value > 0, at, name, "a number > 0", value)
     return float(value)
 
 
 def _stride(value: Any, at: _Where) -> int:
-    _require(_is_int(value) and 1 <= value <= 1000, at, "vid_stride", "an integer from 1 to 1000", value)
+    _require(is_int(value) and 1 <= value <= 1000, at, "vid_stride", "an integer from 1 to 1000", value)
     return int(value)
 
 
@@ -476,13 +476,3 @@ def _require(ok: Any, at: _Where, field_name: str, expected: str, value: Any) ->
         raise at.error(field_name, f"expected {expected}, got {value!r}")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__

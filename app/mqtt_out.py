@@ -51,7 +51,6 @@ stay in the spool for a run with the right settings.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import threading
 import time
@@ -73,6 +72,7 @@ from app.spool import (
     spool_path,
     wait_until,
 )
+from yolov7_track.checks import require_positive
 
 __all__ = [
     "MqttConfig",
@@ -137,9 +137,7 @@ def _check_topic_prefix(prefix: str) -> None:
 
 
 def _positive_finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise OutputConfigError(f"MQTT {name} must be a positive number of seconds, got {value!r}")
+    require_positive(value, f"MQTT {name} (seconds)", OutputConfigError)
     return float(value)
 
 

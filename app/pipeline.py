@@ -69,6 +69,7 @@ from app.sinks import EventSinkError
 from app.frame_sinks import FrameSink, VideoFileSink
 from app.video_writer import VideoWriterConfig
 
+from yolov7_track.checks import require_int, require_positive
 from yolov7_track.errors import Yolov7TrackError
 
 __all__ = [
@@ -197,13 +198,11 @@ class PipelineConfig:
 
 
 def _require_int(value: object, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise PipelineConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    require_int(value, name, minimum, PipelineConfigError)
 
 
 def _require_positive(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise PipelineConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    require_positive(value, name, PipelineConfigError)
 
 
 # ---------------------------------------------------------------------------- collaborators

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from yolov7_track.checks import require_positive
 from yolov7_track.errors import Yolov7TrackError
 
 RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
@@ -122,5 +122,4 @@ class SourceConfig:
 
 
 def _require_positive(field_name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"SourceConfig.{field_name} must be a finite number > 0, got {value!r}")
+    require_positive(value, f"SourceConfig.{field_name}")
