@@ -361,11 +361,11 @@ def test_settings_dialog_reads_and_validates_the_form(qtbot) -> None:  # noqa: A
     dialog.conf.setValue(0.4)
     dialog.classes.setText("person, 2")
     dialog.tracker_kind.setCurrentText("sort")
-    dialog.max_age.setValue(5)
+    dialog.tracker_fields["sort"]["max_age"].setValue(5)
     dialog.accept()
     settings = dialog.settings()
     assert (settings.weights, settings.conf_thres, settings.classes) == ("yolov7", 0.4, ("person", "2"))
-    assert settings.tracker.kind == "sort" and settings.tracker.max_age_frames == 5
+    assert settings.tracker.kind == "sort" and settings.tracker.params()["max_age"] == 5
     assert dialog.tracker_pages.currentIndex() == 1
 
     invalid = SettingsDialog(GuiSettings())

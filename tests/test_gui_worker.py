@@ -253,7 +253,7 @@ def test_load_detector_applies_the_settings() -> None:
     ("settings", "expected"),
     [
         (TrackerSettings(), ("ByteTrack", {"track_thresh": 0.5, "match_thresh": 0.8, "track_buffer": 30})),
-        (TrackerSettings(kind="sort", max_age_frames=4, min_hits=2, iou_threshold=0.2),
+        (TrackerSettings(kind="sort", params_by_kind={"sort": {"max_age": 4, "min_hits": 2, "iou_threshold": 0.2}}),
          ("SORT", {"max_age": 4, "min_hits": 2, "iou_threshold": 0.2})),
     ],
 )

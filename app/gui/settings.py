@@ -6,8 +6,17 @@ in an INI file next to this one (see :func:`window_state_path`).
 
 File layout (``$XDG_CONFIG_HOME/yolov7-track/settings.json`` on Linux)::
 
-    {"version": 1, "settings": {"weights": "yolov7-tiny-traffic", "conf_thres": 0.25, ...,
-                                "tracker": {"kind": "bytetrack", "track_thresh": 0.5, ...}}}
+    {"version": 2, "settings": {"weights": "yolov7-tiny-traffic", "conf_thres": 0.25, ...,
+                                "tracker": {"kind": "bytetrack",
+                                            "bytetrack": {"track_thresh": 0.5, ...},
+                                            "sort": {"max_age": 1, ...}}}}
+
+The tracker section has one sub-mapping per tracker of :data:`tracker.registry.TRACKERS`, keyed
+by the registry's name and holding that tracker's parameters under the registry's names
+(:func:`tracker.registry.tracker_parameters`), so a newly registered tracker needs no change here.
+Version 1 kept the ByteTrack and SORT parameters flat in ``"tracker"`` under other names
+(``track_buffer_frames``, ``max_age_frames``, ...); such files are still read (see
+``_V1_TRACKER_KEYS``).
 
 Keys missing from the file take their defaults (a file written by an older release of the same
 version stays readable); unknown keys, wrong types and values out of range raise
@@ -21,17 +30,20 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+from tracker.errors import InvalidTrackerConfigError
+from tracker.registry import TRACKERS, tracker_parameters
 from yolov7_track.errors import Yolov7TrackError
 
 __all__ = [
     "APP_DIR_NAME",
+    "DEFAULT_TRACKER",
     "MAX_RECENT_SOURCES",
     "SETTINGS_VERSION",
-    "TRACKER_KINDS",
     "GuiSettings",
     "SettingsError",
     "TrackerSettings",
@@ -43,7 +55,7 @@ __all__ = [
 
 #: Version of the file layout; bump it (and add a migration to ``_MIGRATIONS``) when a key
 #: changes meaning or is renamed.
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2
 APP_DIR_NAME = "yolov7-track"
 #: Overrides the default folder of recordings and events files (an empty ``output_dir``).
 OUTPUT_DIR_ENV_VAR = "YOLOV7_TRACK_OUTPUT_DIR"
@@ -51,7 +63,8 @@ SETTINGS_FILE_NAME = "settings.json"
 WINDOW_STATE_FILE_NAME = "window.ini"
 #: Entries kept in the recent-sources list.
 MAX_RECENT_SOURCES = 10
-TRACKER_KINDS = ("bytetrack", "sort")
+#: The tracker of a fresh install (a key of :data:`tracker.registry.TRACKERS`).
+DEFAULT_TRACKER = "bytetrack"
 # detector.precision.PRECISIONS / BACKENDS (not imported: torch is slow to load; a test keeps them equal)
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 BACKEND_CHOICES = ("torch", "onnxruntime", "openvino")
@@ -64,43 +77,109 @@ class SettingsError(Yolov7TrackError, ValueError):
 # ------------------------------------------------------------------------------ schema
 @dataclass(frozen=True)
 class TrackerSettings:
-    """Which tracker runs and its parameters.
+    """Which tracker runs, and the parameters of every registered tracker.
+
+    Generic over :data:`tracker.registry.TRACKERS`: a tracker registered there is offered here,
+    in the settings file and in the settings dialog with no change to this module. The values of
+    every tracker are kept, so switching trackers back and forth loses none of them.
 
     Attributes:
-        kind: ``"bytetrack"`` (:class:`tracker.ByteTrack`) or ``"sort"`` (:class:`tracker.SORT`).
-        track_thresh: ByteTrack: detections at or above this confidence start and extend tracks
-            (Zhang et al., "ByteTrack", ECCV 2022, Algorithm 1 ``tau_high``), in [0, 1].
-        match_thresh: ByteTrack: IoU-cost threshold of the first association, in [0, 1].
-        track_buffer_frames: ByteTrack: frames a lost track is kept (at 30 fps; scaled by the
-            source's frame rate), >= 1.
-        max_age_frames: SORT: frames a track survives without a match (Bewley et al., "Simple
-            Online and Realtime Tracking", ICIP 2016: ``max_age = 1``), >= 1.
-        min_hits: SORT: matches before a track is reported, >= 1.
-        iou_threshold: SORT: minimum IoU of a match, in [0, 1].
+        kind: the tracker that runs, a key of :data:`tracker.registry.TRACKERS` (default
+            ``"bytetrack"``, :class:`tracker.ByteTrack`).
+        params_by_kind: tracker name -> parameter name -> value, in the registry's names and
+            types (:func:`tracker.registry.tracker_parameters`; ``frame_rate`` is the source's
+            and not set here). Construction fills in every registered tracker and every
+            parameter that is not given with the registry's default, turns integers given for
+            float parameters into floats, and leaves a read-only mapping. Ranges are the
+            tracker configs' own (:class:`tracker.ByteTrackConfig`, :class:`tracker.SortConfig`).
+
+    Raises:
+        SettingsError: an unregistered ``kind`` or tracker, an unknown parameter, a value of the
+            wrong type, or one the tracker's config refuses; the message names the setting as it
+            is written in the file (``tracker.sort.min_hits``).
     """
 
-    kind: str = "bytetrack"
-    track_thresh: float = 0.5
-    match_thresh: float = 0.8
-    track_buffer_frames: int = 30
-    max_age_frames: int = 1
-    min_hits: int = 3
-    iou_threshold: float = 0.3
+    kind: str = DEFAULT_TRACKER
+    params_by_kind: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in TRACKER_KINDS:
-            raise SettingsError(f"tracker.kind must be one of {', '.join(TRACKER_KINDS)}, got {self.kind!r}")
-        for name in ("track_thresh", "match_thresh", "iou_threshold"):
-            _require_unit_interval(f"tracker.{name}", getattr(self, name))
-        for name in ("track_buffer_frames", "max_age_frames", "min_hits"):
-            _require_int(f"tracker.{name}", getattr(self, name), minimum=1)
+        if not isinstance(self.kind, str) or self.kind not in TRACKERS:
+            raise SettingsError(f"tracker.kind must be one of {', '.join(TRACKERS)}, got {self.kind!r}")
+        if not isinstance(self.params_by_kind, Mapping):
+            raise SettingsError(f"tracker parameters must be a mapping of tracker -> parameters, "
+                                f"got {type(self.params_by_kind).__name__}")
+        for name in self.params_by_kind:
+            if name not in TRACKERS:
+                raise SettingsError(f"unknown setting tracker.{name!r}; registered trackers: {', '.join(TRACKERS)}")
+        checked = {name: MappingProxyType(_tracker_params(name, self.params_by_kind.get(name, {})))
+                   for name in TRACKERS}
+        object.__setattr__(self, "params_by_kind", MappingProxyType(checked))
 
-    def params(self) -> dict[str, object]:
+    def __hash__(self) -> int:
+        return hash((self.kind, tuple((name, tuple(p.items())) for name, p in self.params_by_kind.items())))
+
+    def params(self) -> dict[str, Any]:
         """The parameters of :attr:`kind` for :func:`tracker.registry.make_tracker`."""
-        if self.kind == "bytetrack":
-            return {"track_thresh": self.track_thresh, "match_thresh": self.match_thresh,
-                    "track_buffer": self.track_buffer_frames}
-        return {"max_age": self.max_age_frames, "min_hits": self.min_hits, "iou_threshold": self.iou_threshold}
+        return dict(self.params_by_kind[self.kind])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``"tracker"`` section of the file: ``{"kind": ..., "<tracker>": {...}, ...}``."""
+        return {"kind": self.kind, **{name: dict(params) for name, params in self.params_by_kind.items()}}
+
+    @classmethod
+    def from_dict(cls, data: object) -> TrackerSettings:
+        """Inverse of :meth:`to_dict`; a missing kind, tracker or parameter takes its default.
+
+        Raises:
+            SettingsError: not a mapping, an unknown key, or an invalid value (named).
+        """
+        if not isinstance(data, Mapping):
+            raise SettingsError(f"tracker must be a mapping, got {type(data).__name__}")
+        known = ("kind", *TRACKERS)
+        for key in data:
+            if key not in known:
+                raise SettingsError(f"unknown setting tracker.{key!r}; known: {', '.join(known)}")
+        return cls(kind=data.get("kind", DEFAULT_TRACKER),
+                   params_by_kind={key: value for key, value in data.items() if key != "kind"})
+
+
+def _tracker_params(name: str, given: object) -> dict[str, Any]:
+    """Every parameter of tracker ``name``: ``given`` (type-checked) over the registry's defaults,
+    checked as a whole by the tracker's config dataclass."""
+    prefix = f"tracker.{name}"
+    if not isinstance(given, Mapping):
+        raise SettingsError(f"{prefix} must be a mapping of parameter -> value, got {given!r}")
+    known = tracker_parameters(name)
+    for key in given:
+        if key not in known:
+            raise SettingsError(f"unknown setting {prefix}.{key!r}; known: {', '.join(known)}")
+    values = {key: _typed(f"{prefix}.{key}", given[key], kind) if key in given else default
+              for key, (kind, default) in known.items()}
+    try:
+        TRACKERS[name].config_type(**values)
+    except InvalidTrackerConfigError as exc:
+        raise SettingsError(f"{prefix}: {exc}") from exc
+    return values
+
+
+def _typed(name: str, value: object, kind: type) -> Any:
+    """``value`` as a parameter of type ``kind`` (an int is accepted for a float; a bool is not a
+    number), else :class:`SettingsError`."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{name} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{name} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SettingsError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(kind, type) and not isinstance(value, kind):
+        raise SettingsError(f"{name} must be a {kind.__name__}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -181,7 +260,8 @@ class GuiSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (tuples become lists)."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["tracker"] = self.tracker.to_dict()
         data["classes"] = list(self.classes)
         data["recent_sources"] = list(self.recent_sources)
         return data
@@ -195,12 +275,8 @@ class GuiSettings:
         """
         _reject_unknown(data, cls, "")
         values = dict(data)
-        tracker = values.get("tracker")
-        if tracker is not None:
-            if not isinstance(tracker, Mapping):
-                raise SettingsError(f"tracker must be a mapping, got {type(tracker).__name__}")
-            _reject_unknown(tracker, TrackerSettings, "tracker.")
-            values["tracker"] = TrackerSettings(**tracker)
+        if values.get("tracker") is not None:
+            values["tracker"] = TrackerSettings.from_dict(values["tracker"])
         for key in ("classes", "recent_sources"):
             if key in values:
                 values[key] = _str_tuple(key, values[key])
@@ -266,9 +342,42 @@ def window_state_path(settings_path: Path) -> Path:
     return Path(settings_path).with_name(WINDOW_STATE_FILE_NAME)
 
 
+#: Version 1's flat tracker keys -> (tracker, registry parameter) of version 2.
+_V1_TRACKER_KEYS = {
+    "track_thresh": ("bytetrack", "track_thresh"),
+    "match_thresh": ("bytetrack", "match_thresh"),
+    "track_buffer_frames": ("bytetrack", "track_buffer"),
+    "max_age_frames": ("sort", "max_age"),
+    "min_hits": ("sort", "min_hits"),
+    "iou_threshold": ("sort", "iou_threshold"),
+}
+
+
+def _tracker_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: the flat ``"tracker"`` keys of ByteTrack and SORT go to the sub-mapping of
+    their tracker under the registry's parameter names (``max_age_frames`` -> ``sort.max_age``).
+
+    Raises:
+        SettingsError: a tracker key that version 1 did not know either.
+    """
+    tracker = data.get("tracker")
+    if not isinstance(tracker, Mapping):
+        return data  # absent, or refused with its type by GuiSettings.from_dict
+    migrated: dict[str, Any] = {}
+    for key, value in tracker.items():
+        if key == "kind":
+            migrated[key] = value
+        elif key in _V1_TRACKER_KEYS:
+            name, param = _V1_TRACKER_KEYS[key]
+            migrated.setdefault(name, {})[param] = value
+        else:
+            raise SettingsError(f"unknown setting tracker.{key!r}; known: kind, {', '.join(_V1_TRACKER_KEYS)}")
+    return {**data, "tracker": migrated}
+
+
 # Migrations from older file versions: ``{old_version: function(settings_dict) -> dict}``,
 # each producing the layout of ``old_version + 1``. Version 1 is the first.
-_MIGRATIONS: dict[int, Any] = {}
+_MIGRATIONS: dict[int, Any] = {1: _tracker_v1_to_v2}
 
 
 def load_settings(path: Path) -> GuiSettings:
@@ -296,9 +405,9 @@ def load_settings(path: Path) -> GuiSettings:
             f"up to {SETTINGS_VERSION}); upgrade, or delete the file to start from the defaults"
         )
     data = dict(document["settings"])
-    for old in range(version, SETTINGS_VERSION):
-        data = _MIGRATIONS[old](data)
     try:
+        for old in range(version, SETTINGS_VERSION):
+            data = _MIGRATIONS[old](data)
         return GuiSettings.from_dict(data)
     except SettingsError as exc:
         raise SettingsError(f"{path}: {exc}") from exc

@@ -1,9 +1,17 @@
-"""Editing :class:`app.gui.settings.GuiSettings`: detector, tracker, device and recording."""
+"""Editing :class:`app.gui.settings.GuiSettings`: detector, tracker, device and recording.
+
+The tracker part is built from :mod:`tracker.registry`: one entry of the tracker box per
+registered tracker (its ``summary`` as tooltip) and one page of fields per tracker, one field per
+parameter of :func:`tracker.registry.tracker_parameters`, so a registered tracker appears here
+with no change to this module.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -26,13 +34,21 @@ from PyQt6.QtWidgets import (
 from app.gui.settings import (
     BACKEND_CHOICES,
     PRECISION_CHOICES,
-    TRACKER_KINDS,
     GuiSettings,
     SettingsError,
     TrackerSettings,
 )
+from tracker.registry import TRACKERS, tracker_parameters
 
 __all__ = ["SettingsDialog"]
+
+#: Bound of the spin boxes of tracker parameters. The boxes only keep the typing sane (no
+#: negative values unless the value or default is negative); the tracker configs own the real
+#: ranges and refuse a value out of them when the dialog is accepted, with their message.
+PARAM_SPIN_LIMIT = 1_000_000
+#: Decimals shown by the spin boxes of float tracker parameters.
+PARAM_DECIMALS = 4
+_QT_INT_MAX = 2**31 - 1
 
 
 class SettingsDialog(QDialog):
@@ -90,31 +106,27 @@ class SettingsDialog(QDialog):
         form.addRow("Precision:", self.precision)
         form.addRow("Runtime:", self.backend)
 
-        # Tracker
+        # Tracker: one combo entry and one page of fields per registered tracker
         tracker = settings.tracker
         self.tracker_kind = QComboBox()
-        self.tracker_kind.addItems(list(TRACKER_KINDS))
-        self.tracker_kind.setCurrentText(tracker.kind)
-        self.track_thresh = _unit_spin(tracker.track_thresh)
-        self.match_thresh = _unit_spin(tracker.match_thresh)
-        self.track_buffer = _int_spin(tracker.track_buffer_frames, 1, 10_000)
-        self.max_age = _int_spin(tracker.max_age_frames, 1, 10_000)
-        self.min_hits = _int_spin(tracker.min_hits, 1, 1_000)
-        self.sort_iou = _unit_spin(tracker.iou_threshold)
-        byte_page, sort_page = QWidget(), QWidget()
-        byte_form = QFormLayout(byte_page)
-        byte_form.addRow("track_thresh:", self.track_thresh)
-        byte_form.addRow("match_thresh:", self.match_thresh)
-        byte_form.addRow("track_buffer (frames):", self.track_buffer)
-        sort_form = QFormLayout(sort_page)
-        sort_form.addRow("max_age (frames):", self.max_age)
-        sort_form.addRow("min_hits:", self.min_hits)
-        sort_form.addRow("IoU threshold:", self.sort_iou)
         self.tracker_pages = QStackedWidget()
-        self.tracker_pages.addWidget(byte_page)
-        self.tracker_pages.addWidget(sort_page)
-        self.tracker_kind.currentIndexChanged.connect(self.tracker_pages.setCurrentIndex)
-        self.tracker_pages.setCurrentIndex(TRACKER_KINDS.index(tracker.kind))
+        #: tracker name -> parameter name -> its field (see _param_field)
+        self.tracker_fields: dict[str, dict[str, QWidget]] = {}
+        for index, (name, entry) in enumerate(TRACKERS.items()):
+            self.tracker_kind.addItem(name)
+            self.tracker_kind.setItemData(index, entry.summary, Qt.ItemDataRole.ToolTipRole)
+            page = QWidget()
+            page_form = QFormLayout(page)
+            values = tracker.params_by_kind.get(name, {})
+            param_fields: dict[str, QWidget] = {}
+            for param, (kind, default) in tracker_parameters(name).items():
+                param_fields[param] = _param_field(kind, values.get(param, default), default)
+                page_form.addRow(f"{param}:", param_fields[param])
+            self.tracker_fields[name] = param_fields
+            self.tracker_pages.addWidget(page)
+        self.tracker_kind.currentIndexChanged.connect(self._show_tracker)
+        self.tracker_kind.setCurrentIndex(list(TRACKERS).index(tracker.kind))
+        self._show_tracker(self.tracker_kind.currentIndex())
         tracker_box = QGroupBox("Tracker")
         tracker_layout = QFormLayout(tracker_box)
         tracker_layout.addRow("Tracker:", self.tracker_kind)
@@ -159,12 +171,8 @@ class SettingsDialog(QDialog):
         """
         tracker = TrackerSettings(
             kind=self.tracker_kind.currentText(),
-            track_thresh=self.track_thresh.value(),
-            match_thresh=self.match_thresh.value(),
-            track_buffer_frames=self.track_buffer.value(),
-            max_age_frames=self.max_age.value(),
-            min_hits=self.min_hits.value(),
-            iou_threshold=self.sort_iou.value(),
+            params_by_kind={name: {param: _param_value(widget) for param, widget in fields.items()}
+                            for name, fields in self.tracker_fields.items()},
         )
         classes = tuple(t.strip() for t in self.classes.text().split(",") if t.strip())
         return replace(
@@ -191,6 +199,11 @@ class SettingsDialog(QDialog):
             return
         super().accept()
 
+    def _show_tracker(self, index: int) -> None:
+        """Show the page of the tracker at ``index`` and its summary as the box's tooltip."""
+        self.tracker_pages.setCurrentIndex(index)
+        self.tracker_kind.setToolTip(self.tracker_kind.itemData(index, Qt.ItemDataRole.ToolTipRole) or "")
+
     def _browse_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights", "", "Weights (*.pt *.safetensors);;All files (*)")
         if path:
@@ -206,8 +219,46 @@ def _unit_spin(value: float) -> QDoubleSpinBox:
     return spin
 
 
-def _int_spin(value: int, low: int, high: int) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(low, high)
-    spin.setValue(value)
-    return spin
+def _param_field(kind: type, value: Any, default: Any) -> QWidget:
+    """The field of one tracker parameter of type ``kind``, showing ``value``: bool -> QCheckBox,
+    int -> QSpinBox, float -> QDoubleSpinBox (:data:`PARAM_DECIMALS` decimals), anything else a
+    QLineEdit whose text is the value (a str parameter)."""
+    widget: QWidget
+    if kind is bool:
+        check = QCheckBox()
+        check.setChecked(bool(value))
+        widget = check
+    elif kind is int:
+        spin = QSpinBox()
+        spin.setRange(*_spin_range(value, default))
+        spin.setValue(int(value))
+        widget = spin
+    elif kind is float:
+        double = QDoubleSpinBox()
+        double.setDecimals(PARAM_DECIMALS)
+        double.setRange(*_spin_range(value, default))
+        double.setSingleStep(0.05)
+        double.setValue(float(value))
+        widget = double
+    else:
+        widget = QLineEdit(str(value))
+    widget.setToolTip(f"{getattr(kind, '__name__', kind)}, default {default!r}")
+    return widget
+
+
+def _spin_range(value: Any, default: Any) -> tuple[int, int]:
+    """``[0, PARAM_SPIN_LIMIT]``, widened to hold ``value`` and ``default`` (within the 32-bit
+    range of a QSpinBox)."""
+    numbers = [v for v in (value, default) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    low = 0 if min(numbers, default=0) >= 0 else -max(PARAM_SPIN_LIMIT, -int(min(numbers)) + 1)
+    high = max(PARAM_SPIN_LIMIT, int(max(numbers, default=0)) + 1)
+    return max(low, -_QT_INT_MAX), min(high, _QT_INT_MAX)
+
+
+def _param_value(widget: QWidget) -> Any:
+    """The value a field of :func:`_param_field` holds."""
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        return widget.value()
+    return widget.text()
