@@ -16,8 +16,11 @@ with its own ByteTrack and a counting line across the middle; no video, no event
   ``--max-batch``, ``max_wait_ms`` ``--max-wait-ms``), as ``yolov7-track serve`` builds them.
 * **separate**: each pipeline calls the same ``detector`` directly, batch 1, so N torch calls run
   at once from N threads. This is what N separate single-camera pipelines are in one process.
-  N separate processes would each load the model (N times its memory) and compete for the
-  same cores in the same way; they are not measured.
+* **processes**: N processes (``multiprocessing``, spawn), each loading its own detector with
+  ``--threads`` torch threads and running one pipeline: what a user runs without the service,
+  one ``yolov7-track`` per camera. Each process loads and warms up its model before a common
+  barrier; its run is timed from the barrier (``time.monotonic``, one clock for all processes).
+  Its memory is the sum of the processes' peak RSS.
 
 Warm-up, before any run: ``WARMUP_ROUNDS`` rounds of ``detect_batch`` over every batch size from 1
 to the largest a run will see, alternating. The first calls of the frozen bf16 graph
@@ -30,8 +33,9 @@ The two runs of a repeat follow each other (their order alternates between repea
 the same machine load. Per run: aggregate fps = all frames out / wall time from the common
 start (a barrier) to the end of the last pipeline; per-camera fps = that camera's frames / its
 own ``run()`` time; the batcher's mean batch size (frames per forward pass). Goals: batched
-aggregate fps >= 1.2x separate at N = 4 (``ratio``, the median of the per-repeat ratios), and
-no camera below 80 % of the mean per-camera fps (``min/mean``) in the batched runs.
+aggregate fps >= 1.2x separate at N = 4 (``ratio``, the median of the per-repeat ratios; also
+given against ``processes``, ``ratio_vs_processes``), and no camera below 80 % of the mean
+per-camera fps (``min/mean``) in the batched runs.
 
 Memory, per run: the process's resident set (``VmRSS`` of ``/proc/self/status``) before and
 after, its peak sampled every 50 ms during the run, and the process's peak RSS so far
@@ -51,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import resource
@@ -85,7 +90,7 @@ WEIGHTS = ("fixtures", "yolov7", "yolov7-tiny.official-format.pt")
 GOAL_RATIO = 1.2  # batched aggregate fps over separate, at GOAL_RATIO_CAMERAS cameras
 GOAL_RATIO_CAMERAS = 4
 GOAL_MIN_OVER_MEAN = 0.8  # slowest camera's fps over the mean, batched
-MODES = ("batched", "separate")
+MODES = ("batched", "separate", "processes")
 RSS_SAMPLE_S = 0.05
 WARMUP_ROUNDS = 3
 #: A horizontal line through the middle of the frame (normalized), as a user would draw.
@@ -218,6 +223,76 @@ def run_cameras(detector: Detector, clip: Path, frames: int, cameras: int, mode:
     }
 
 
+def _camera_process(index: int, clip: str, frames: int, threads: int, precision: str, img_size: int,
+                    barrier: Any, results: Any) -> None:
+    """One camera in its own process (``processes`` mode): load, warm up, wait, run, report."""
+    try:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+        detector = Detector.from_weights(shared_path(*WEIGHTS), img_size=img_size, device="cpu", precision=precision)
+        source = open_source(Path(clip))
+        try:
+            warm = next(iter(source)).image
+        finally:
+            source.close()
+        for _ in range(WARMUP_ROUNDS):
+            detector.detect_batch([warm])
+        pipeline = build_pipeline(Path(clip), detector, frames, f"cam{index}", detector.names)
+        barrier.wait()
+        t0 = time.monotonic()
+        report = pipeline.run()
+        t1 = time.monotonic()
+        results.put({"index": index, "t0": t0, "t1": t1, "frames": report.stats.frames_out,
+                     "status": report.status, "maxrss_mib": max_rss_mib()})
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+        results.put({"index": index, "error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def run_processes(clip: Path, frames: int, cameras: int, threads: int, precision: str,
+                  img_size: int) -> dict[str, Any]:
+    """N single-camera processes at once (``processes`` mode); fps and summed peak memory."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(cameras)
+    results = context.Queue()
+    processes = [context.Process(target=_camera_process, name=f"bench-cam{i}",
+                                 args=(i, str(clip), frames, threads, precision, img_size, barrier, results))
+                 for i in range(cameras)]
+    for process in processes:
+        process.start()
+    rows = []
+    try:
+        for _ in range(cameras):
+            rows.append(results.get(timeout=600))
+    finally:
+        for process in processes:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    failed = [r for r in rows if "error" in r or r["status"] != "finished" or r["frames"] != frames]
+    if failed:
+        raise RuntimeError(f"processes run, {cameras} cameras: {failed}")
+    start, end = min(r["t0"] for r in rows), max(r["t1"] for r in rows)
+    per_camera = [r["frames"] / (r["t1"] - r["t0"]) for r in sorted(rows, key=lambda r: r["index"])]
+    mean_fps = statistics.fmean(per_camera)
+    rss_total = sum(r["maxrss_mib"] for r in rows)
+    return {
+        "aggregate_fps": cameras * frames / (end - start),
+        "wall_s": end - start,
+        "camera_fps": per_camera,
+        "camera_fps_min": min(per_camera),
+        "camera_fps_mean": mean_fps,
+        "camera_fps_max": max(per_camera),
+        "min_over_mean": min(per_camera) / mean_fps,
+        "mean_batch": 1.0,
+        "batches": cameras * frames,
+        "rss_before_mib": float("nan"),
+        "rss_after_mib": float("nan"),
+        "rss_peak_sampled_mib": rss_total,
+        "maxrss_mib": rss_total,
+    }
+
+
 # ------------------------------------------------------------------------------- the benchmark
 MEDIAN_KEYS = ("aggregate_fps", "camera_fps_min", "camera_fps_mean", "camera_fps_max", "min_over_mean",
                "mean_batch", "rss_before_mib", "rss_after_mib", "rss_peak_sampled_mib", "maxrss_mib")
@@ -249,7 +324,10 @@ def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, preci
         for n in cameras:
             order = MODES if repeat % 2 == 0 else MODES[::-1]
             for mode in order:
-                row = run_cameras(detector, clip, frames, n, mode, max_batch or n, max_wait_ms, workers)
+                if mode == "processes":
+                    row = run_processes(clip, frames, n, threads, precision, img_size)
+                else:
+                    row = run_cameras(detector, clip, frames, n, mode, max_batch or n, max_wait_ms, workers)
                 rows.append({"repeat": repeat, "cameras": n, "mode": mode, **row})
                 logger.info("repeat %d, %d camera(s), %s: %.2f fps aggregate, per camera %.2f..%.2f "
                             "(min/mean %.3f), mean batch %.2f, RSS peak %.0f MiB", repeat, n, mode,
@@ -260,6 +338,9 @@ def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, preci
             other = next(r for r in rows if r["repeat"] == row["repeat"] and r["cameras"] == row["cameras"]
                          and r["mode"] == "separate")
             row["ratio"] = row["aggregate_fps"] / other["aggregate_fps"]
+            processes = next(r for r in rows if r["repeat"] == row["repeat"] and r["cameras"] == row["cameras"]
+                             and r["mode"] == "processes")
+            row["ratio_vs_processes"] = row["aggregate_fps"] / processes["aggregate_fps"]
 
     median: dict[str, Any] = {}
     for n in cameras:
@@ -268,12 +349,15 @@ def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, preci
                    for key in MEDIAN_KEYS}
             for mode in MODES
         }
-        entry["ratio"] = statistics.median(r["ratio"] for r in rows if r["cameras"] == n and r["mode"] == "batched")
+        batched = [r for r in rows if r["cameras"] == n and r["mode"] == "batched"]
+        entry["ratio"] = statistics.median(r["ratio"] for r in batched)
+        entry["ratio_vs_processes"] = statistics.median(r["ratio_vs_processes"] for r in batched)
         median[str(n)] = entry
     goals: dict[str, Any] = {"ratio": GOAL_RATIO, "ratio_at_cameras": GOAL_RATIO_CAMERAS,
                              "min_over_mean": GOAL_MIN_OVER_MEAN}
     at = median.get(str(GOAL_RATIO_CAMERAS))
     goals["ratio_met"] = None if at is None else at["ratio"] >= GOAL_RATIO
+    goals["ratio_vs_processes_met"] = None if at is None else at["ratio_vs_processes"] >= GOAL_RATIO
     goals["min_over_mean_met"] = all(m["batched"]["min_over_mean"] >= GOAL_MIN_OVER_MEAN for m in median.values())
     return {
         "clip": "/".join(CLIP),
@@ -303,20 +387,23 @@ def print_table(result: dict[str, Any]) -> None:
           f"yolov7-tiny @{result['img_size']}, CPU, {result['threads']} torch thread(s), "
           f"{result['precision']} ({result['precision_resolved']}), max_batch {max_batch}, "
           f"max_wait {result['max_wait_ms']:g} ms, median of {result['repeats']} repeats")
-    print(f"{'N':>3} {'mode':<9}{'agg fps':>9}{'ratio':>7}{'cam min':>9}{'mean':>7}{'max':>7}{'min/mean':>10}"
+    print("ratio: batched aggregate fps over separate (threads, one model) / over processes (one model each); "
+          "processes' memory: the sum of their peak RSS")
+    print(f"{'N':>3} {'mode':<9}{'agg fps':>9}{'ratio':>11}{'cam min':>9}{'mean':>7}{'max':>7}{'min/mean':>10}"
           f"{'batch':>7}{'RSS before':>12}{'after':>7}{'peak':>7}{'maxrss':>8}")
     for n, entry in result["median"].items():
         for mode in MODES:
             m = entry[mode]
-            ratio = f"{entry['ratio']:.2f}" if mode == "batched" else ""
-            print(f"{n:>3} {mode:<9}{m['aggregate_fps']:>9.2f}{ratio:>7}{m['camera_fps_min']:>9.2f}"
+            ratio = f"{entry['ratio']:.2f}/{entry['ratio_vs_processes']:.2f}" if mode == "batched" else ""
+            print(f"{n:>3} {mode:<9}{m['aggregate_fps']:>9.2f}{ratio:>11}{m['camera_fps_min']:>9.2f}"
                   f"{m['camera_fps_mean']:>7.2f}{m['camera_fps_max']:>7.2f}{m['min_over_mean']:>10.3f}"
                   f"{m['mean_batch']:>7.2f}{m['rss_before_mib']:>12.0f}{m['rss_after_mib']:>7.0f}"
                   f"{m['rss_peak_sampled_mib']:>7.0f}{m['maxrss_mib']:>8.0f}")
     goals = result["goals"]
     met = {True: "met", False: "NOT met", None: f"not measured (no N = {goals['ratio_at_cameras']})"}
     print(f"goals: batched/separate aggregate fps >= {goals['ratio']} at N = {goals['ratio_at_cameras']}: "
-          f"{met[goals['ratio_met']]}; batched min/mean camera fps >= {goals['min_over_mean']}: "
+          f"{met[goals['ratio_met']]} against separate, {met[goals['ratio_vs_processes_met']]} against processes; "
+          f"batched min/mean camera fps >= {goals['min_over_mean']}: "
           f"{met[goals['min_over_mean_met']]}")
     print(f"memory (MiB): RSS {result['rss_mib']['start']:.0f} at start, {result['rss_mib']['after_model']:.0f} "
           f"with the model; per run: VmRSS before/after, peak sampled every {RSS_SAMPLE_S * 1e3:.0f} ms, "
@@ -351,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=_positive_int, default=60,
                         help=f"frames per camera per run (the clip has {CLIP_FRAMES})")
     parser.add_argument("--repeats", type=_positive_int, default=3,
-                        help="repeats; each runs batched and separate back to back for every N")
+                        help="repeats; each runs batched, separate and processes back to back for every N")
     parser.add_argument("--threads", type=_positive_int, default=2, help="torch (and OpenCV) threads")
     parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--img-size", type=_positive_int, default=640)
