@@ -24,7 +24,7 @@ import numpy as np
 from app.frames import Frame
 from app.video_writer import VideoWriter, VideoWriterConfig, VideoWriterError
 
-__all__ = ["FrameSink", "VideoFileSink"]
+__all__ = ["FrameSink", "VideoFileSink", "draws_counting"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +37,20 @@ class FrameSink(Protocol):
     the size of ``frame.image``; ``frame`` carries the index and timestamp. Called from the
     pipeline's output stage (one thread), in frame order. ``close()`` finalizes the output; it
     may raise to report a failure.
+
+    Optional attribute ``draws_counting`` (default ``True`` when absent): ``False`` asks for the
+    frame with the tracks only, without lines, zones and counts. The GUI's live view sets it:
+    it draws the lines and zones itself, where the user edits them.
     """
 
     def write(self, image_bgr: np.ndarray, frame: Frame) -> None: ...
 
     def close(self) -> None: ...
+
+
+def draws_counting(sink: FrameSink) -> bool:
+    """Whether ``sink`` gets lines, zones and counts drawn on its frames (see :class:`FrameSink`)."""
+    return bool(getattr(sink, "draws_counting", True))
 
 
 class VideoFileSink:

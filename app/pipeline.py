@@ -66,7 +66,7 @@ from app.counting.events import wall_time_iso
 from app.frames import Frame, FrameSource
 from app.render import FrameRenderer
 from app.sinks import EventSinkError
-from app.frame_sinks import FrameSink, VideoFileSink
+from app.frame_sinks import FrameSink, VideoFileSink, draws_counting
 from app.video_writer import VideoWriterConfig
 
 from yolov7_track.checks import require_int, require_positive
@@ -105,6 +105,7 @@ _HIST_RATIO = 1.02
 _HIST_BINS = int(math.ceil(math.log(1e3 / _HIST_MIN_S) / math.log(_HIST_RATIO))) + 1
 
 _END = object()  # queue sentinel: no more items from the stage before
+_NO_TRACKS = sv.Detections.empty()  # the second drawing pass: lines and zones only
 
 
 # ------------------------------------------------------------------------------------- errors
@@ -342,7 +343,8 @@ class FrameResult:
         events: count events this frame produced (already written to the sinks).
         lines, zones: counts after this frame.
         annotated: the drawn frame (BGR, same shape as ``frame.image``) or ``None`` when the
-            pipeline does not render.
+            pipeline does not render; the tracks only when every frame sink asked for that
+            (:func:`app.frame_sinks.draws_counting`).
         timestamp_s: the timestamp used for tracking and counting (after any repair), seconds.
         latency_s: seconds from the frame's arrival from the source to the end of its output.
         timings_ms: this frame's time in each step of :data:`STAGES`, ms.
@@ -662,6 +664,8 @@ class Pipeline:
         self._video = (VideoFileSink(self.config.video_output, self._video_fps, self.config.encoder)
                        if self.config.video_output is not None else None)
         self._frame_sinks: list[FrameSink] = [*([self._video] if self._video is not None else []), *frame_sinks]
+        self._counting_sinks = [sink for sink in self._frame_sinks if draws_counting(sink)]
+        self._tracks_only_sinks = [sink for sink in self._frame_sinks if not draws_counting(sink)]
         self._threads: list[threading.Thread] = []
         self._generator_started = False
         self.report: PipelineReport | None = None
@@ -1013,13 +1017,20 @@ class Pipeline:
         t0 = time.perf_counter()
         self._write_events(item.events)
         t1 = time.perf_counter()
-        annotated = None
+        annotated = tracks_only = None
         if self._render:
-            annotated = self._renderer.render(item.captured.frame.image, item.tracks, item.lines, item.zones)
+            image = item.captured.frame.image
+            if self._tracks_only_sinks:  # drawn in two passes: the tracks, then lines and zones on top
+                tracks_only = self._renderer.render(image, item.tracks)
+                if self._counting_sinks:
+                    annotated = self._renderer.render(tracks_only, _NO_TRACKS, item.lines, item.zones)
+            else:
+                annotated = self._renderer.render(image, item.tracks, item.lines, item.zones)
         t2 = time.perf_counter()
-        if annotated is not None:
-            for sink in self._frame_sinks:
-                sink.write(annotated, item.captured.frame)
+        for sink in self._counting_sinks:
+            sink.write(annotated, item.captured.frame)
+        for sink in self._tracks_only_sinks:
+            sink.write(tracks_only, item.captured.frame)
         t3 = time.perf_counter()
         step_s.update(sink=t1 - t0, render=t2 - t1, encode=t3 - t2)
         for name in ("sink", "render", "encode"):
@@ -1036,7 +1047,7 @@ class Pipeline:
             events=item.events,
             lines=item.lines,
             zones=item.zones,
-            annotated=annotated,
+            annotated=annotated if annotated is not None else tracks_only,
             timestamp_s=item.timestamp_s,
             latency_s=latency_s,
             timings_ms={name: 1e3 * seconds for name, seconds in step_s.items()},

@@ -566,3 +566,42 @@ def test_rtsp_stream_killed_and_restarted_reconnects_and_keeps_counting() -> Non
         assert in_counts == sorted(in_counts) and report.lines[0].in_count >= counts_at_kill + 2
     finally:
         server.kill()
+
+
+# ------------------------------------------------------------------------------ frame sinks
+class RecordingSink:
+    """A frame sink keeping copies of what it was given."""
+
+    def __init__(self, draws_counting: bool | None = None) -> None:
+        if draws_counting is not None:
+            self.draws_counting = draws_counting
+        self.images: list[np.ndarray] = []
+        self.closed = False
+
+    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        assert image_bgr.shape == frame.image.shape
+        self.images.append(image_bgr.copy())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_tracks_only_sink_gets_no_lines_while_the_others_get_them_drawn():
+    """The GUI view asks for the tracks only (it draws lines itself); the video gets lines and
+    counts. One pipeline feeds both, each frame drawn once per kind."""
+    from app.render import FrameRenderer
+
+    source = FakeSource(20)
+    plain, counting, default = RecordingSink(False), RecordingSink(True), RecordingSink()
+    pipeline = Pipeline(source, moving_box_detector(source), ByteTrack(frame_rate=25), counting=VERTICAL_LINE,
+                        frame_sinks=[plain, counting, default])
+    results = list(pipeline.results())
+    assert len(plain.images) == len(counting.images) == len(default.images) == 20
+    assert plain.closed and counting.closed and default.closed
+    last = results[-1]
+    np.testing.assert_array_equal(counting.images[-1], default.images[-1])
+    # the counting sinks' frame is the tracks-only frame with lines, zones and counts drawn on top
+    lines_on_top = FrameRenderer().render(plain.images[-1], sv.Detections.empty(), last.lines, last.zones)
+    np.testing.assert_array_equal(counting.images[-1], lines_on_top)
+    assert not np.array_equal(plain.images[-1], counting.images[-1])  # the line and its counts
+    np.testing.assert_array_equal(last.annotated, counting.images[-1])

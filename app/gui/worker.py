@@ -39,7 +39,7 @@ from PyQt6.QtCore import QCoreApplication, QObject, QThread, pyqtSignal, pyqtSlo
 from PyQt6.QtGui import QImage
 
 from app.counting import CountEvent, CountingConfig, LineCounts, ZoneCounts
-from app.frames import FrameSource
+from app.frames import Frame, FrameSource
 from app.gui.settings import GuiSettings, TrackerSettings
 from app.assembly import TrackerChoice, build_pipeline
 from app.pipeline import FrameResult, Pipeline, PipelineConfig, PipelineReport, PipelineStats
@@ -50,7 +50,7 @@ __all__ = [
     "FrameUpdate",
     "PipelineWorker",
     "RunRequest",
-    "ViewRenderer",
+    "ViewSink",
     "WorkerStatus",
     "bgr_to_qimage",
     "tracker_choice",
@@ -150,37 +150,33 @@ def bgr_to_qimage(image_bgr: np.ndarray) -> QImage:
     return QImage(image.data, width, height, image.strides[0], QImage.Format.Format_BGR888).copy()
 
 
-class ViewRenderer:
-    """The pipeline's renderer in the GUI: tracks for the view, plus lines and zones for the
-    recorded video.
+class ViewSink:
+    """The live view as a :class:`app.frame_sinks.FrameSink`: the frame with the tracks only
+    (``draws_counting = False``), since the view draws the lines and zones itself, where the user
+    edits them. The recorded video, another sink of the same pipeline, gets lines, zones and
+    counts drawn on it.
 
-    The view draws lines and zones itself (editable, at their current position), so the frame it
-    shows carries only the tracks. When recording, the returned image (the one the pipeline
-    encodes) also carries lines, zones and counts, drawn by :class:`app.render.FrameRenderer`.
-    The tracks-only image of the latest call is kept for the view (:meth:`view_image_for`); the
-    pipeline renders in the thread that iterates it, right before yielding, so it is the frame
-    just yielded.
+    The pipeline writes to its sinks in the thread that iterates it, right before yielding the
+    frame's result, so :meth:`image_for` of the result just yielded finds its frame here.
     """
 
-    def __init__(self, draw_counting: bool) -> None:
-        from app.render import FrameRenderer
+    draws_counting = False
 
-        self._inner = FrameRenderer()
-        self._draw_counting = draw_counting
-        self._last: tuple[np.ndarray, np.ndarray] | None = None
+    def __init__(self) -> None:
+        self._latest: tuple[np.ndarray, Frame] | None = None
 
-    def render(self, image_bgr: np.ndarray, tracks: sv.Detections,
-               lines: Sequence[LineCounts] = (), zones: Sequence[ZoneCounts] = ()) -> np.ndarray:
-        tracks_only = self._inner.render(image_bgr, tracks)
-        self._last = (image_bgr, tracks_only)
-        if not self._draw_counting or not (lines or zones):
-            return tracks_only
-        return self._inner.render(tracks_only, sv.Detections.empty(), lines, zones)
+    def write(self, image_bgr: np.ndarray, frame: Frame) -> None:
+        self._latest = (image_bgr, frame)
 
-    def view_image_for(self, result: FrameResult) -> np.ndarray:
-        """The tracks-only image of ``result`` (its raw frame if it was not rendered here)."""
-        if self._last is not None and self._last[0] is result.frame.image:
-            return self._last[1]
+    def close(self) -> None:
+        """Nothing to finalize."""
+
+    def image_for(self, result: FrameResult) -> np.ndarray:
+        """The tracks-only image of ``result``, ``(H, W, 3)`` uint8 BGR (its raw frame if this
+        sink did not see it)."""
+        latest = self._latest
+        if latest is not None and latest[1] is result.frame:
+            return latest[0]
         return result.frame.image
 
 
@@ -307,7 +303,7 @@ class PipelineWorker(QObject):
         self._frames_since_take = 0
         self._notify_pending = False
         self._view_size_wh: tuple[int, int] | None = None
-        self._renderer: ViewRenderer | None = None
+        self._view_sink: ViewSink | None = None
         self.report: PipelineReport | None = None
 
     # ---------------------------------------------------------------- GUI-thread API
@@ -422,15 +418,15 @@ class PipelineWorker(QObject):
                 from app.sinks import open_event_sink
 
                 sinks.append(open_event_sink(request.events_output))
-            renderer = ViewRenderer(draw_counting=request.video_output is not None)
+            view_sink = ViewSink()
             config = _with_output(self._pipeline_config, request.video_output)
             with self._lock:
                 counting = self._pending_counting
             pipeline = build_pipeline(
                 source, detector, tracker_choice(request.settings.tracker),
                 counting=counting if counting is not None else (),
-                config=config, renderer=renderer, class_names=getattr(detector, "names", None),
-                event_sinks=sinks,
+                config=config, class_names=getattr(detector, "names", None),
+                event_sinks=sinks, frame_sinks=[view_sink],
             )
         except BaseException:
             for resource in (*sinks, source):
@@ -438,7 +434,7 @@ class PipelineWorker(QObject):
             raise
         with self._lock:
             self._pipeline = pipeline
-            self._renderer = renderer
+            self._view_sink = view_sink
             if self._pending_counting is not counting:  # edited while we were building
                 pipeline.set_counting(self._pending_counting)
             if self._state == STATE_STARTING:
@@ -477,8 +473,8 @@ class PipelineWorker(QObject):
         return clock
 
     def _publish(self, result: FrameResult) -> None:
-        assert self._renderer is not None  # set by _build
-        image = self._renderer.view_image_for(result)
+        assert self._view_sink is not None  # set by _build
+        image = self._view_sink.image_for(result)
         height, width = image.shape[:2]
         with self._lock:
             view_wh = self._view_size_wh
