@@ -3,6 +3,7 @@
 Signals: SIGTERM and Ctrl-C (SIGINT) stop every camera cleanly (each writes out what it has
 inferred, every output is finalized) and exit 0 (SIGTERM) or 130 (Ctrl-C); SIGHUP reloads the
 file (:meth:`app.service.Service.reload`; an invalid new file is logged and ignored).
+``--ray [auto|ADDRESS]`` runs the same file on a Ray cluster (:mod:`app.ray_service`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("cameras", type=Path, help="the cameras file (.yaml, .yml or .json)")
     parser.add_argument("--duration-s", type=float, default=None,
                         help="stop after this many seconds (default: when every camera has ended, or on a signal)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="auto|ADDRESS",
+                        help="run the cameras as Ray actors (needs the ray extra): alone, a local Ray instance "
+                             "(or $RAY_ADDRESS); 'auto', the cluster `ray start` runs here; or a cluster's address")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -37,9 +41,16 @@ def run_serve(argv: Sequence[str]) -> int:
     if args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
     from app.cameras import CamerasFileError, load_cameras_file
-    from app.service import Service
 
-    service = Service(load_cameras_file(args.cameras))
+    if args.ray is not None:  # Ray is imported only here, and only for --ray
+        from app.ray_service import RayService, RayServiceConfig
+
+        service = RayService(load_cameras_file(args.cameras),
+                             config=RayServiceConfig(address=None if args.ray == "local" else args.ray))
+    else:
+        from app.service import Service
+
+        service = Service(load_cameras_file(args.cameras))
     wake = threading.Event()
     requests: list[str] = []
 
