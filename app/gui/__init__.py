@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source", nargs="?", help="start with this video file, folder, URL or webcam index")
     parser.add_argument("--zones", type=Path, metavar="FILE", help="lines and zones from a JSON or YAML file")
+    parser.add_argument("--label", type=Path, metavar="CLIP",
+                        help="label a video clip (detector proposals, tracker propagation) for finetuning")
     parser.add_argument("--cameras", type=Path, metavar="FILE",
                         help="open a cameras file (yolov7-track serve's) as a grid of live views with their counts")
     parser.add_argument("--settings", type=Path, metavar="FILE",
@@ -51,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): as a status, not an exit
         return int(exc.code or 0)
+    if args.label is not None and (args.source or args.zones is not None or args.cameras is not None):
+        print(f"{PROG}: error: --label opens the labelling window; give no SOURCE, --zones or --cameras with it",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.cameras is not None and (args.source or args.zones is not None):
         print(f"{PROG}: error: --cameras opens the camera grid; give no SOURCE or --zones with it "
               "(each camera's lines and zones are in the cameras file)", file=sys.stderr)
@@ -73,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else PROG])
     app.setApplicationName("yolov7-track")
-    if args.cameras is not None:
+    if args.label is not None:
+        owner = MainWindow(settings_path=args.settings)  # hidden: its settings give the detector and tracker
+        window = owner.open_label_window(args.label)
+    elif args.cameras is not None:
         from app.gui.camera_grid import CameraGridWindow
 
         window = CameraGridWindow()

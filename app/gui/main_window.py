@@ -216,6 +216,8 @@ class MainWindow(QMainWindow):
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the view handles its keys
         self.cameras_action = self._action("Open &cameras file…", self.ask_open_cameras, "Ctrl+Shift+O",
                                            "open a cameras file (yolov7-track serve's) as a grid of live views")
+        self.label_action = self._action("&Label a clip…", self.ask_label_clip, "Ctrl+Shift+L",
+                                         "label a video with the detector's proposals, for finetuning")
         self.load_zones_action = self._action("&Load lines and zones…", self.ask_load_zones, "Ctrl+L")
         self.save_zones_action = self._action("&Save lines and zones…", self.ask_save_zones, QKeySequence.StandardKey.Save)
         self.export_action = self._action("&Export events CSV…", self.events_panel.ask_export, "Ctrl+E")
@@ -227,6 +229,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.open_action)
         self.recent_menu = file_menu.addMenu("Open &recent")
         file_menu.addAction(self.cameras_action)
+        file_menu.addAction(self.label_action)
         file_menu.addSeparator()
         file_menu.addAction(self.load_zones_action)
         file_menu.addAction(self.save_zones_action)
@@ -478,6 +481,33 @@ class MainWindow(QMainWindow):
         grid.show()
         grid.open_cameras_file(path)
         return grid
+
+    def ask_label_clip(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Label a clip", "", "Videos (*.mp4 *.avi *.mkv *.mov)")
+        if path:
+            self.open_label_window(path)
+
+    def open_label_window(self, video: str | Path) -> QMainWindow:
+        """Open ``video`` in a new labelling window (:mod:`app.gui.label_window`) whose
+        proposals come from this window's detector and tracker settings."""
+        from app.gui.label_window import LabelWindow
+
+        settings = self.settings
+        window = LabelWindow(lambda: self._detector_factory(settings), (settings.tracker.kind, settings.tracker.params()),
+                             base_weights=settings.weights, parent=self)
+        window.modelChosen.connect(self.use_weights)
+        window.setWindowFlag(Qt.WindowType.Window)
+        window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        window.show()
+        window.open_clip(video)
+        return window
+
+    def use_weights(self, weights: str) -> None:
+        """Run the next starts with ``weights`` (a finetuned model from the labelling window)."""
+        from dataclasses import replace
+
+        self._update_settings(replace(self.settings, weights=str(weights)))
+        self.statusBar().showMessage(f"detector: {weights} (from the next start)", 8000)
 
     # ---------------------------------------------------------------- lines and zones
     def _on_shapes_edited(self) -> None:
