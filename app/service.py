@@ -28,16 +28,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from app.batching import BatchingDetector
-from app.cameras import CameraSpec, CamerasFile, load_cameras_file
+from app.cameras import CameraSpec, CamerasFile, DetectorSpec, OutputsSpec, load_cameras_file
 from app.counting import CountEvent
 from app.frame_sinks import FrameSink
 from app.pipeline import FrameResult, Pipeline, PipelineConfig
 from yolov7_track.errors import Yolov7TrackError
 
-__all__ = ["Service", "ServiceError"]
+__all__ = [
+    "CameraHost",
+    "CameraRunner",
+    "Service",
+    "ServiceError",
+    "ServiceOutputs",
+    "SharedSink",
+    "build_camera_pipeline",
+    "build_service_detector",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +61,7 @@ class ServiceError(Yolov7TrackError):
     """The service cannot start (detector, outputs) or was misused."""
 
 
-class _SharedSink:
+class SharedSink:
     """One camera's handle on an output every camera writes to: writes pass through, ``close``
     does nothing (the service closes the output once every camera is done)."""
 
@@ -74,10 +83,30 @@ class _SharedSink:
         pass
 
 
-class _Camera:
-    """One camera: its spec, its current pipeline and the thread that runs (and restarts) it."""
+class CameraHost(Protocol):
+    """What a :class:`CameraRunner` needs of the service that runs it (the in-process
+    :class:`Service`, or a Ray camera actor's host in :mod:`app.ray_service`).
 
-    def __init__(self, spec: CameraSpec, service: Service) -> None:
+    ``build_camera_pipeline(spec)`` builds the camera's pipeline (each start and restart);
+    ``metrics`` (an :class:`app.metrics.ServiceMetrics` or ``None``) and ``mqtt`` (something
+    with ``publish_counts(camera_id, counts)``, or ``None``) receive its figures.
+    """
+
+    metrics: Any
+    mqtt: Any
+
+    def build_camera_pipeline(self, spec: CameraSpec) -> Pipeline: ...
+
+
+class CameraRunner:
+    """One camera: its spec, its current pipeline and the thread that runs (and restarts) it.
+
+    Args:
+        spec: the camera.
+        service: its :class:`CameraHost`.
+    """
+
+    def __init__(self, spec: CameraSpec, service: CameraHost) -> None:
         self.spec = spec
         self.service = service
         self.pipeline: Pipeline | None = None
@@ -118,7 +147,7 @@ class _Camera:
         while not self._stop.is_set():
             self._set_state("connecting")
             try:
-                pipeline = self.service._build_pipeline(self.spec)
+                pipeline = self.service.build_camera_pipeline(self.spec)
             except Exception as exc:  # noqa: BLE001 - recorded and shown in /status; others go on
                 live = self.spec.source.isdigit() or "://" in self.spec.source
                 self._fail(exc)
@@ -231,12 +260,9 @@ class Service:
         self.source_config = source_config
         self._frame_sinks = frame_sinks
         self._lock = threading.Lock()
-        self._cameras: dict[str, _Camera] = {}
+        self._cameras: dict[str, CameraRunner] = {}
         self._closers: list[Callable[[], None]] = []
-        self.metrics = None
-        self.metrics_server = None
-        self.mqtt = None
-        self._shared_sinks: list[_SharedSink] = []
+        self.outputs = ServiceOutputs()
         self._stopped = threading.Event()
         try:
             self.detector = detector if detector is not None else self._build_detector()
@@ -247,10 +273,26 @@ class Service:
             self._closers.append(self.batcher.close)
             for camera in cameras.cameras:
                 self._class_ids(camera)  # refuse an unknown class before anything runs
-            self._open_outputs()
+            self.outputs = ServiceOutputs.open(cameras.outputs, status=self.status)
+            self._closers.append(self.outputs.close)
         except BaseException:
-            self._close_outputs()
+            self._close()
             raise
+
+    @property
+    def metrics(self) -> Any:
+        """The :class:`app.metrics.ServiceMetrics` of ``/metrics``, or ``None``."""
+        return self.outputs.metrics
+
+    @property
+    def mqtt(self) -> Any:
+        """The :class:`app.mqtt_out.MqttPublisher`, or ``None``."""
+        return self.outputs.mqtt
+
+    @property
+    def metrics_server(self) -> Any:
+        """The :class:`app.metrics.MetricsServer` (``/metrics``, ``/status``), or ``None``."""
+        return self.outputs.metrics_server
 
     # ------------------------------------------------------------------ public
     def start(self) -> None:
@@ -284,7 +326,7 @@ class Service:
             camera.stop()
         for camera in cameras:
             camera.join(timeout_s)
-        self._close_outputs()
+        self._close()
 
     def reload(self, cameras: CamerasFile | None = None) -> dict[str, list[str]]:
         """Apply a new version of the cameras file (read again from disk when ``None``).
@@ -332,49 +374,27 @@ class Service:
         return {"cameras": cameras, "detector": {"batches": self.batcher.batches, "frames": self.batcher.frames,
                                                  "mean_batch": round(self.batcher.mean_batch, 3)}}
 
-    def camera(self, camera_id: str) -> _Camera:
+    def camera(self, camera_id: str) -> CameraRunner:
         return self._cameras[camera_id]
 
     # ------------------------------------------------------------------ building
     def _build_detector(self) -> Any:
-        from app.assembly import build_detector
-        from detector import DetectorConfig
-
-        spec = self.file.detector
-        config = DetectorConfig(img_size=spec.img_size, conf_thres=spec.conf, iou_thres=spec.iou, device=spec.device,
-                                precision=spec.precision, backend=spec.backend, num_threads=spec.threads)
-        detector = build_detector(spec.weights, config)
-        logger.info("shared detector: %s on %s, %s %s, batches of up to %d frames within %g ms",
-                    spec.weights, detector.device, detector.backend, detector.precision, spec.max_batch,
-                    spec.max_wait_ms)
-        return detector
+        return build_service_detector(self.file.detector)
 
     def _class_ids(self, spec: CameraSpec) -> tuple[int, ...] | None:
         from app.assembly import resolve_classes
 
         return resolve_classes(spec.classes, self.names, f"{self.file.path}: camera {spec.id!r}: classes")
 
-    def _build_pipeline(self, spec: CameraSpec) -> Pipeline:
-        from app.assembly import TrackerChoice, build_pipeline, pace_source
-        from app.sources import open_source
-
-        source = pace_source(open_source(spec.source, self.source_config), spec.vid_stride, spec.fps_cap)
-        frame_sinks: list[FrameSink] = []
-        try:
-            frame_sinks = list(self._frame_sinks(spec.id)) if self._frame_sinks is not None else []
-            config = PipelineConfig(camera_id=spec.id, video_output=spec.video_output,
-                                    render=spec.video_output is not None or bool(frame_sinks))
-            return build_pipeline(source, self.batcher.for_camera(self._class_ids(spec)),
-                                  TrackerChoice(spec.tracker, spec.tracker_params), counting=spec.counting,
-                                  event_sinks=self._shared_sinks, config=config, class_names=self.names,
-                                  frame_sinks=frame_sinks)
-        except BaseException:
-            for resource in (*frame_sinks, source):
-                resource.close()
-            raise
+    def build_camera_pipeline(self, spec: CameraSpec) -> Pipeline:
+        """The pipeline of camera ``spec`` on the shared detector and outputs (:class:`CameraHost`)."""
+        return build_camera_pipeline(
+            spec, self.batcher.for_camera(self._class_ids(spec)), event_sinks=self.outputs.sinks,
+            class_names=self.names, source_config=self.source_config,
+            frame_sinks=(lambda: self._frame_sinks(spec.id)) if self._frame_sinks is not None else None)
 
     def _start_camera(self, spec: CameraSpec) -> None:
-        camera = _Camera(spec, self)
+        camera = CameraRunner(spec, self)
         self._cameras[spec.id] = camera
         camera.start()
 
@@ -389,15 +409,109 @@ class Service:
         if self.metrics is not None:
             self.metrics.observe_batch(size)
 
-    # ------------------------------------------------------------------ outputs
-    def _open_outputs(self) -> None:
-        outputs = self.file.outputs
+    def _close(self) -> None:
+        """Close the batcher, then the outputs; every one is closed, errors are logged."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            _close_logged(close)
+
+
+# ------------------------------------------------------------------------------ parts
+def build_service_detector(spec: DetectorSpec) -> Any:
+    """The shared detector of a cameras file's ``detector`` section, through the one assembly
+    path (:func:`app.assembly.build_detector`).
+
+    Raises:
+        the errors of :func:`app.assembly.build_detector`.
+    """
+    from app.assembly import build_detector
+    from detector import DetectorConfig
+
+    config = DetectorConfig(img_size=spec.img_size, conf_thres=spec.conf, iou_thres=spec.iou, device=spec.device,
+                            precision=spec.precision, backend=spec.backend, num_threads=spec.threads)
+    detector = build_detector(spec.weights, config)
+    logger.info("shared detector: %s on %s, %s %s, batches of up to %d frames within %g ms",
+                spec.weights, detector.device, detector.backend, detector.precision, spec.max_batch, spec.max_wait_ms)
+    return detector
+
+
+def build_camera_pipeline(spec: CameraSpec, detect: Any, *, event_sinks: Sequence[Any], class_names: Sequence[str],
+                          source_config: Any | None = None,
+                          frame_sinks: Callable[[], Sequence[FrameSink]] | None = None) -> Pipeline:
+    """One camera's pipeline (:func:`app.assembly.build_pipeline`): its source opened and paced
+    (``vid_stride``, ``fps_cap``), its tracker, lines and zones, its share of the event sinks.
+
+    Args:
+        spec: the camera.
+        detect: its detector (a view of a batching detector, with the camera's class filter).
+        event_sinks: the shared event outputs (:class:`SharedSink`; the pipeline's ``close`` of
+            them does nothing).
+        class_names: the detector's class names.
+        source_config: :class:`app.sources.SourceConfig` (``None``: defaults).
+        frame_sinks: ``() -> frame sinks`` of this camera (called once per build), or ``None``.
+
+    Raises:
+        the errors of opening the source and of :func:`app.assembly.build_pipeline`; what was
+        opened is closed first.
+    """
+    from app.assembly import TrackerChoice, build_pipeline, pace_source
+    from app.sources import open_source
+
+    source = pace_source(open_source(spec.source, source_config), spec.vid_stride, spec.fps_cap)
+    sinks: list[FrameSink] = []
+    try:
+        sinks = list(frame_sinks()) if frame_sinks is not None else []
+        config = PipelineConfig(camera_id=spec.id, video_output=spec.video_output,
+                                render=spec.video_output is not None or bool(sinks))
+        return build_pipeline(source, detect, TrackerChoice(spec.tracker, spec.tracker_params), counting=spec.counting,
+                              event_sinks=event_sinks, config=config, class_names=class_names, frame_sinks=sinks)
+    except BaseException:
+        for resource in (*sinks, source):
+            resource.close()
+        raise
+
+
+class ServiceOutputs:
+    """The outputs every camera shares: the events file, MQTT, the webhook and the metrics
+    server (``/metrics``, ``/status``), opened from a cameras file's ``outputs`` section.
+
+    Attributes:
+        sinks: the event outputs as :class:`SharedSink` (give them to every camera's pipeline).
+        mqtt: the :class:`app.mqtt_out.MqttPublisher`, or ``None``.
+        metrics: the :class:`app.metrics.ServiceMetrics`, or ``None``.
+        metrics_server: the :class:`app.metrics.MetricsServer`, or ``None``.
+    """
+
+    def __init__(self) -> None:
+        self.sinks: list[SharedSink] = []
+        self.mqtt: Any | None = None
+        self.metrics: Any | None = None
+        self.metrics_server: Any | None = None
+        self._closers: list[Callable[[], None]] = []
+
+    @classmethod
+    def open(cls, outputs: OutputsSpec, status: Callable[[], dict[str, Any]] | None = None) -> ServiceOutputs:
+        """Open what ``outputs`` asks for; the metrics server only with a ``status`` callable
+        (what ``/status`` shows).
+
+        Raises:
+            the errors of the outputs; those already open are closed first.
+        """
+        self = cls()
+        try:
+            self._open(outputs, status)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open(self, outputs: OutputsSpec, status: Callable[[], dict[str, Any]] | None) -> None:
         if outputs.events is not None:
             from app.sinks import open_event_sink
 
             sink = open_event_sink(outputs.events)
             self._closers.append(sink.close)
-            self._shared_sinks.append(_SharedSink(sink.write_many, str(outputs.events), lambda: sink.failure))
+            self.sinks.append(SharedSink(sink.write_many, str(outputs.events), lambda: sink.failure))
         spool_dir = outputs.spool_dir
         if spool_dir is None:
             from detector.hub import cache_dir
@@ -406,36 +520,38 @@ class Service:
         if outputs.mqtt is not None:
             from app.mqtt_out import MqttConfig, MqttPublisher
 
-            options = dict(outputs.mqtt)
-            self.mqtt = MqttPublisher(MqttConfig(spool_dir=spool_dir, **options))
-            self._closers.append(self.mqtt.close)
-            publish = self.mqtt.publish_event
-            self._shared_sinks.append(_SharedSink(
-                lambda events: [publish(e.camera_id or "", e.as_dict()) for e in events], "mqtt",
-                lambda: self.mqtt.failure))
+            mqtt = self.mqtt = MqttPublisher(MqttConfig(spool_dir=spool_dir, **dict(outputs.mqtt)))
+            self._closers.append(mqtt.close)
+            self.sinks.append(SharedSink(
+                lambda events: [mqtt.publish_event(e.camera_id or "", e.as_dict()) for e in events], "mqtt",
+                lambda: mqtt.failure))
         if outputs.webhook is not None:
             from app.webhook_out import WebhookConfig, WebhookPoster
 
             poster = WebhookPoster(WebhookConfig(spool_dir=spool_dir, **dict(outputs.webhook)))
             self._closers.append(poster.close)
-            self._shared_sinks.append(_SharedSink(
+            self.sinks.append(SharedSink(
                 lambda events: [poster.post_event(e.camera_id or "", e.as_dict()) for e in events],
                 str(outputs.webhook.get("url"))))
-        if outputs.metrics is not None:
+        if outputs.metrics is not None and status is not None:
             from app.metrics import MetricsServer, ServiceMetrics
 
             self.metrics = ServiceMetrics()
             options = dict(outputs.metrics)
-            self.metrics_server = MetricsServer(self.metrics, self.status, host=options.get("host", "127.0.0.1"),
+            self.metrics_server = MetricsServer(self.metrics, status, host=options.get("host", "127.0.0.1"),
                                                 port=int(options.get("port", 9108)))
             self._closers.append(self.metrics_server.close)
             logger.info("metrics at %s/metrics, status at %s/status", self.metrics_server.url, self.metrics_server.url)
 
-    def _close_outputs(self) -> None:
+    def close(self) -> None:
         """Close in reverse order of opening; every one is closed, errors are logged."""
         closers, self._closers = self._closers, []
         for close in reversed(closers):
-            try:
-                close()
-            except Exception as exc:  # noqa: BLE001 - every output gets closed; reported
-                logger.error("closing an output failed: %s: %s", type(exc).__name__, exc)
+            _close_logged(close)
+
+
+def _close_logged(close: Callable[[], None]) -> None:
+    try:
+        close()
+    except Exception as exc:  # noqa: BLE001 - every output gets closed; reported
+        logger.error("closing an output failed: %s: %s", type(exc).__name__, exc)

@@ -1,9 +1,10 @@
 """Camera actors: one camera's pipeline (capture, tracker, counters, its events) in an actor.
 
 The pipeline is built and run by the in-process service's own code: a :class:`_CameraHost`
-(an :class:`app.service.Service` holding one camera, without a detector or outputs of its own)
-gives :class:`app.service._Camera` its detector, its event sinks and its metrics, and
-``_Camera`` does the rest as in one process (states, restarts of a live source with backoff,
+(the :class:`app.service.CameraHost` of one camera, building its pipeline with
+:func:`app.service.build_camera_pipeline`) gives :class:`app.service.CameraRunner` its
+detector, its event sinks and its metrics, and
+``CameraRunner`` does the rest as in one process (states, restarts of a live source with backoff,
 counts, metrics per frame). What differs:
 
 - **Detection** goes to the pool of detector actors (:class:`RemoteDetectorPool`): each frame is
@@ -48,7 +49,7 @@ from app.metrics import ServiceMetrics
 from app.ray_service._ray import DetectorUnavailableError, require_ray, was_restarted
 from app.ray_service.config import RayServiceConfig
 from app.ray_service.hub import ResumePoint, event_key
-from app.service import Service, _Camera
+from app.service import CameraRunner, build_camera_pipeline
 from app.sinks import EventSinkError
 
 __all__ = ["CameraWorker", "HubSink", "RemoteDetectorPool"]
@@ -58,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 def is_live_source(source: str) -> bool:
     """A camera or stream (resumes from now) rather than a file or folder (resumes by replay);
-    the rule of :class:`app.service._Camera`."""
+    the rule of :class:`app.service.CameraRunner`."""
     return source.isdigit() or "://" in source
 
 
@@ -218,7 +219,7 @@ class HubSink:
 
 
 class _HubCounts:
-    """What :class:`app.service._Camera` needs of an MQTT publisher: ``publish_counts``, sent
+    """What :class:`app.service.CameraRunner` needs of an MQTT publisher: ``publish_counts``, sent
     to the hub without waiting."""
 
     def __init__(self, hub: Any) -> None:
@@ -228,26 +229,27 @@ class _HubCounts:
         self._hub.publish_counts.remote(camera_id, dict(counts))
 
 
-class _CameraHost(Service):
-    """An :class:`app.service.Service` of one camera whose detector, event sinks and MQTT
-    counts are remote; its ``_build_pipeline`` and ``_Camera`` are the in-process ones."""
+class _CameraHost:
+    """The :class:`app.service.CameraHost` of a camera actor: its detector is the remote pool,
+    its event sink the hub, its MQTT counts go to the hub; the pipeline is built by
+    :func:`app.service.build_camera_pipeline`, as in one process."""
 
-    def __init__(self, cameras: CamerasFile, names: Sequence[str], batcher: RemoteDetectorPool,  # noqa: D107
+    def __init__(self, cameras: CamerasFile, names: Sequence[str], pool: RemoteDetectorPool,  # noqa: D107
                  sinks: Sequence[Any], mqtt: Any | None, source_config: Any | None) -> None:
-        # Deliberately not Service.__init__: no detector, batcher thread or outputs of its own.
         self.file = cameras
-        self.source_config = source_config
-        self._frame_sinks = None
         self.names = list(names)
-        self.batcher = batcher
-        self._shared_sinks = list(sinks)
+        self.pool = pool
+        self.sinks = list(sinks)
+        self.source_config = source_config
         self.metrics = ServiceMetrics()
-        self.metrics_server = None
         self.mqtt = mqtt
-        self._lock = threading.Lock()
-        self._cameras = {}
-        self._closers = []
-        self._stopped = threading.Event()
+
+    def build_camera_pipeline(self, spec: CameraSpec) -> Any:
+        from app.assembly import resolve_classes
+
+        classes = resolve_classes(spec.classes, self.names, f"{self.file.path}: camera {spec.id!r}: classes")
+        return build_camera_pipeline(spec, self.pool.for_camera(classes), event_sinks=self.sinks,
+                                     class_names=self.names, source_config=self.source_config)
 
 
 # ------------------------------------------------------------------------------ the actor
@@ -281,7 +283,7 @@ class CameraWorker:
         self.node_id = context.get_node_id()
         self.restarted = was_restarted(context)
         self.pool = RemoteDetectorPool(spec.id, detectors, config, on_retry=self._on_retry)
-        self._camera: _Camera | None = None
+        self._camera: CameraRunner | None = None
         self._host: _CameraHost | None = None
         self._sink: HubSink | None = None
         self._resume: ResumePoint | None = None
@@ -312,7 +314,7 @@ class CameraWorker:
         mqtt = _HubCounts(self.hub) if self.file.outputs.mqtt is not None else None
         self._host = _CameraHost(self.file, self.names, self.pool, [self._sink], mqtt, self.source_config)
         self._register_retry_metric(self._host.metrics)
-        self._camera = _Camera(self.spec, self._host)
+        self._camera = CameraRunner(self.spec, self._host)
         if self._stop.is_set():
             return self.status()
         self._camera.start()
@@ -370,7 +372,7 @@ class CameraWorker:
 
 
 def _add_totals(counts: Mapping[str, Any], totals: Mapping[tuple[str, str, str], int]) -> dict[str, Any]:
-    """``counts`` (``_Camera.counts()`` shape) plus recorded event totals
+    """``counts`` (``CameraRunner.counts()`` shape) plus recorded event totals
     (``(zone, class_name, direction) -> n``): line in/out and zone enter/exit, by class too."""
     lines = {name: {"in": c["in"], "out": c["out"], "by_class": {k: dict(v) for k, v in c["by_class"].items()}}
              for name, c in counts.get("lines", {}).items()}

@@ -21,19 +21,11 @@ import supervision as sv
 from app.batching import BatchingDetector
 from app.cameras import CamerasFile
 from app.metrics import ServiceMetrics
-from app.service import Service
+from app.service import build_service_detector
 
 __all__ = ["DetectorWorker"]
 
 logger = logging.getLogger(__name__)
-
-
-class _DetectorHost(Service):
-    """Builds the file's detector with :meth:`app.service.Service._build_detector` (the one
-    assembly path), and nothing else of a service."""
-
-    def __init__(self, cameras: CamerasFile) -> None:  # noqa: D107 - deliberately not Service.__init__
-        self.file = cameras
 
 
 class DetectorWorker:
@@ -59,7 +51,7 @@ class DetectorWorker:
         self.name = name
         self.node_id = context.get_node_id()
         self.restarted = was_restarted(context)
-        self.detector = detector_factory() if detector_factory is not None else _DetectorHost(cameras)._build_detector()
+        self.detector = detector_factory() if detector_factory is not None else build_service_detector(cameras.detector)
         self.metrics = ServiceMetrics()
         spec = cameras.detector
         self.batcher = BatchingDetector(self.detector.detect_batch, spec.max_batch, spec.max_wait_ms,

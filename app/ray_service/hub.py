@@ -3,7 +3,7 @@
 One hub per service, placed on the driver's node (the events file is a path there). Camera
 actors hand it each frame's events (:meth:`Hub.write`); it writes them, in the order received,
 to the outputs of the cameras file (events file, MQTT, webhook), opened by the same code as the
-in-process service (:meth:`app.service.Service._open_outputs`), and keeps per camera the frame
+in-process service (:class:`app.service.ServiceOutputs`), and keeps per camera the frame
 index of the last event it handed to them, the number of events and their totals
 (:class:`ResumePoint`).
 
@@ -32,7 +32,7 @@ from typing import Any
 from app.cameras import CamerasFile
 from app.counting import CountEvent
 from app.counting.events import wall_time_epoch_s
-from app.service import Service
+from app.service import ServiceOutputs
 from app.sinks import EventSinkError, read_events
 
 __all__ = ["Hub", "ResumePoint", "durable_event_count", "event_key"]
@@ -100,27 +100,9 @@ def event_key(event: CountEvent) -> tuple[Any, ...]:
     return (event.frame_index, event.zone, event.track_id, event.direction.value)
 
 
-class _OutputsHost(Service):
-    """The outputs of a cameras file, opened by :class:`app.service.Service`'s own code and
-    nothing else of it: no detector, no cameras, no metrics server (the driver serves those)."""
-
-    def __init__(self, cameras: CamerasFile) -> None:  # noqa: D107 - deliberately not Service.__init__
-        self.file = dataclasses.replace(cameras, outputs=dataclasses.replace(cameras.outputs, metrics=None))
-        self._closers = []
-        self._shared_sinks = []
-        self.mqtt = None
-        self.metrics = None
-        self.metrics_server = None
-        try:
-            self._open_outputs()
-        except BaseException:
-            self._close_outputs()
-            raise
-
-
 @dataclass
 class _Output:
-    sink: Any  # app.service._SharedSink: write_many, path, failure
+    sink: Any  # app.service.SharedSink: write_many, path, failure
     error: BaseException | None = None
     events_lost: int = 0
 
@@ -170,8 +152,9 @@ class Hub:
                     recovered += 1
         if reconstructed:
             logger.warning("hub restarted: %d events of this run recovered from %s", recovered, path)
-        self._host = _OutputsHost(cameras)
-        self._outputs = [_Output(sink) for sink in self._host._shared_sinks]
+        # the driver serves /metrics and /status: no metrics server here
+        self._host = ServiceOutputs.open(dataclasses.replace(cameras.outputs, metrics=None))
+        self._outputs = [_Output(sink) for sink in self._host.sinks]
         logger.info("hub: outputs %s", ", ".join(str(o.sink.path) for o in self._outputs) or "none")
 
     # ------------------------------------------------------------------ events
@@ -252,7 +235,7 @@ class Hub:
 
     def close(self) -> list[str]:
         """Flush and close every output (events file synced). Returns :meth:`sink_errors`."""
-        self._host._close_outputs()
+        self._host.close()
         return self.sink_errors()
 
     # ------------------------------------------------------------------ helpers
