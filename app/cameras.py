@@ -21,6 +21,11 @@ required::
       webhook: {url: "http://127.0.0.1:8080/events"}
       metrics: {host: 127.0.0.1, port: 9108}   # /metrics (Prometheus) and /status (JSON)
       spool_dir: null             # MQTT/webhook spools (default ~/.cache/yolov7-track/spool)
+    ray:                          # serve --ray only (app/ray_service; ignored otherwise)
+      detectors: 2                # detector actors (the pool grows on SIGHUP when raised)
+      detector_num_gpus: 0.5      # resources each asks for (0.5: two on one GPU)
+      detector_num_cpus: 1
+      camera_num_cpus: 0.25
     cameras:
       - id: gate                  # letters, digits, '-', '_' (MQTT topics and metric labels)
         source: rtsp://user:pass@10.0.0.5/stream1     # or a file, a folder, a webcam index
@@ -131,6 +136,9 @@ class CamerasFile:
     detector: DetectorSpec
     outputs: OutputsSpec
     cameras: tuple[CameraSpec, ...]
+    #: the ``ray`` section (``serve --ray``): :data:`RAY_KEYS` -> value, checked by
+    #: :class:`app.ray_service.RayServiceConfig`; ignored without ``--ray``.
+    ray: Mapping[str, Any] = field(default_factory=dict)
 
     def camera(self, camera_id: str) -> CameraSpec:
         for camera in self.cameras:
@@ -170,7 +178,7 @@ def parse_cameras(data: Any, path: Path) -> CamerasFile:
     where = _Where(path)
     if not isinstance(data, Mapping):
         raise where.error("", f"expected a mapping with 'cameras', got {kind(data)}")
-    where.reject_unknown(data, ("detector", "outputs", "cameras"), "")
+    where.reject_unknown(data, ("detector", "outputs", "cameras", "ray"), "")
     detector = _parse_detector(data.get("detector") or {}, where)
     outputs = _parse_outputs(data.get("outputs") or {}, where)
     raw_cameras = data.get("cameras")
@@ -184,7 +192,7 @@ def parse_cameras(data: Any, path: Path) -> CamerasFile:
             raise where.error(f"cameras[{index}].id", f"camera id {camera.id!r} is used twice")
         seen.add(camera.id)
         cameras.append(camera)
-    return CamerasFile(path, detector, outputs, tuple(cameras))
+    return CamerasFile(path, detector, outputs, tuple(cameras), _parse_ray(data.get("ray") or {}, where))
 
 
 # ------------------------------------------------------------------------------ writing
@@ -353,6 +361,38 @@ def _parse_outputs(data: Any, where: _Where) -> OutputsSpec:
 
 _CAMERA_KEYS = ("id", "source", "lines", "zones", "normalized", "zone_file", "classes", "tracker",
                 "fps_cap", "vid_stride", "video_output")
+
+
+#: Keys of the ``ray`` section -> the :class:`app.ray_service.RayServiceConfig` field each sets.
+RAY_KEYS = {
+    "detectors": "detector_actors",
+    "detector_num_cpus": "detector_num_cpus",
+    "detector_num_gpus": "detector_num_gpus",
+    "detector_max_concurrency": "detector_max_concurrency",
+    "camera_num_cpus": "camera_num_cpus",
+    "camera_max_restarts": "camera_max_restarts",
+    "detector_max_restarts": "detector_max_restarts",
+    "detect_timeout_s": "detect_timeout_s",
+}
+
+
+def _parse_ray(data: Any, where: _Where) -> dict[str, Any]:
+    """The ``ray`` section, checked by :class:`app.ray_service.RayServiceConfig` (which imports
+    no Ray) so that a bad value is refused with or without ``--ray``."""
+    if not isinstance(data, Mapping):
+        raise where.error("ray", f"expected a mapping, got {kind(data)}")
+    where.reject_unknown(data, tuple(RAY_KEYS), "ray")
+    if not data:
+        return {}  # without a ray section nothing of app.ray_service is imported
+    from app.ray_service.config import RayServiceConfig, RayServiceConfigError
+
+    for key, value in data.items():  # one at a time, so that the message names the file's key
+        try:
+            RayServiceConfig(**{RAY_KEYS[key]: value})
+        except RayServiceConfigError as exc:
+            reason = str(exc).removeprefix(RAY_KEYS[key]).strip()
+            raise where.error(f"ray.{key}", reason) from exc
+    return dict(data)
 
 
 def _parse_camera(data: Any, index: int, where: _Where) -> CameraSpec:

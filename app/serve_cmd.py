@@ -43,10 +43,11 @@ def run_serve(argv: Sequence[str]) -> int:
     from app.cameras import CamerasFileError, load_cameras_file
 
     if args.ray is not None:  # Ray is imported only here, and only for --ray
-        from app.ray_service import RayService, RayServiceConfig
+        from app.ray_service import RayService
+        from app.ray_service.config import config_from_file
 
-        service = RayService(load_cameras_file(args.cameras),
-                             config=RayServiceConfig(address=None if args.ray == "local" else args.ray))
+        cameras = load_cameras_file(args.cameras)
+        service = RayService(cameras, config=config_from_file(cameras.ray, None if args.ray == "local" else args.ray))
     else:
         from app.service import Service
 

@@ -236,8 +236,12 @@ def test_a_detector_actor_killed_mid_run_the_cameras_go_on(ray_cluster, replay, 
             "cameras": _file_cameras(pets_folder)}
     service = RayService(parse_cameras(data, tmp_path / "cams.yaml"),
                          detector_factory=lambda: PetsAndBall(replay, delay_s=0.01),
-                         config=RayServiceConfig(detector_actors=2, **CONFIG))
+                         config=RayServiceConfig(detector_actors=1, **CONFIG))
     try:
+        # the pool grows when the file asks for more detectors (SIGHUP)
+        changes = service.reload(parse_cameras({**data, "ray": {"detectors": 2}}, tmp_path / "cams.yaml"))
+        assert changes["detectors_added"] == ["detector-1"] and sorted(service.detector_actors()) == \
+            ["detector-0", "detector-1"]
         service.start()
         assert _wait_for(lambda: _camera(service.status(), "a")["frames"] >= 40, 60), service.status()
         ray_cluster.kill(service.detector_actors()["detector-0"], no_restart=False)  # camera a's home
@@ -302,6 +306,20 @@ def test_serve_ray_without_the_extra_says_what_to_install(tmp_path):
 
 
 # ------------------------------------------------------------------------------ pieces
+def test_the_ray_section_of_the_cameras_file_is_checked_and_read(tmp_path):
+    from app.cameras import CamerasFileError
+    from app.ray_service.config import config_from_file
+
+    base = {"cameras": [{"id": "a", "source": "0"}]}
+    cams = parse_cameras({**base, "ray": {"detectors": 3, "detector_num_gpus": 0.5}}, tmp_path / "cams.yaml")
+    config = config_from_file(cams.ray, "auto")
+    assert (config.detector_actors, config.detector_num_gpus, config.address) == (3, 0.5, "auto")
+    with pytest.raises(CamerasFileError, match=r"cams.yaml: ray.detectors: must be an integer >= 1, got 0"):
+        parse_cameras({**base, "ray": {"detectors": 0}}, tmp_path / "cams.yaml")
+    with pytest.raises(CamerasFileError, match=r"ray: unknown key\(s\) gpus"):
+        parse_cameras({**base, "ray": {"gpus": 1}}, tmp_path / "cams.yaml")
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"detector_actors": 0}, "detector_actors"), ({"detect_timeout_s": 0}, "detect_timeout_s"),
     ({"camera_num_cpus": -1}, "camera_num_cpus"), ({"camera_max_restarts": True}, "camera_max_restarts"),

@@ -9,7 +9,7 @@ from typing import Any
 
 from app.ray_service._ray import RayServiceError
 
-__all__ = ["RayServiceConfig", "RayServiceConfigError"]
+__all__ = ["RayServiceConfig", "RayServiceConfigError", "config_from_file"]
 
 
 class RayServiceConfigError(RayServiceError, ValueError):
@@ -75,6 +75,18 @@ class RayServiceConfig:
             _require_number(getattr(self, name), name, allow_zero=True)
         for name in ("detect_timeout_s", "hub_timeout_s", "call_timeout_s"):
             _require_number(getattr(self, name), name, allow_zero=False)
+
+
+def config_from_file(section: Mapping[str, Any], address: str | None = None) -> RayServiceConfig:
+    """The :class:`RayServiceConfig` of a cameras file's ``ray`` section
+    (:data:`app.cameras.RAY_KEYS`) and the ``--ray`` address.
+
+    Raises:
+        RayServiceConfigError: an invalid value.
+    """
+    from app.cameras import RAY_KEYS
+
+    return RayServiceConfig(address=address, **{RAY_KEYS[key]: value for key, value in section.items()})
 
 
 def _require_number(value: object, name: str, allow_zero: bool) -> None:

@@ -154,10 +154,28 @@ class RayService:
         self._teardown()
 
     def reload(self, cameras: CamerasFile | None = None) -> dict[str, list[str]]:
-        """Not supported on Ray yet: logs that a restart is needed and changes nothing."""
-        logger.warning("reloading the cameras file is not supported with --ray yet; restart the service")
+        """Apply a new version of the cameras file, as far as Ray supports it yet: a larger
+        ``ray.detectors`` grows the detector pool (the cameras get the new actors at once);
+        changes to the cameras themselves need a restart of the service (logged).
+
+        Returns:
+            ``{"kept": [...], ..., "detectors_added": [...]}`` (camera ids; detector names).
+
+        Raises:
+            CamerasFileError: the new file is invalid; nothing changes then.
+        """
+        from app.cameras import load_cameras_file
+        from app.ray_service.config import config_from_file
+
+        new = cameras if cameras is not None else load_cameras_file(self.file.path)
+        wanted = config_from_file(new.ray).detector_actors
+        added = self.add_detectors(wanted - len(self._detectors)) if wanted > len(self._detectors) else []
+        if new.cameras != self.file.cameras:
+            logger.warning("%s: camera changes are not applied with --ray yet; restart the service", new.path)
+        if added:
+            logger.info("reloaded %s: detector pool grown by %s", new.path, ", ".join(added))
         return {"kept": [camera.id for camera in self.file.cameras], "recounted": [], "restarted": [],
-                "removed": [], "added": []}
+                "removed": [], "added": [], "detectors_added": added}
 
     def add_detectors(self, n: int = 1, timeout_s: float | None = None) -> list[str]:
         """Grow the detector pool by ``n`` actors (spread over the nodes); the cameras get them as
