@@ -325,7 +325,8 @@ def test_hostile_input_loses_nothing(case: Case, weights: str, tmp_path: Path, c
 
 # ------------------------------------------------------------------------------ 11. dependencies
 #: import name -> distribution name, for the imports whose names differ.
-_DISTRIBUTIONS = {"cv2": "opencv-python", "yaml": "pyyaml", "PyQt6": "pyqt6", "google": "protobuf"}
+_DISTRIBUTIONS = {"cv2": "opencv-python", "yaml": "pyyaml", "PyQt6": "pyqt6", "google": "protobuf",
+                  "ruamel": "ruamel.yaml"}
 #: optional integrations not declared yet (imported only when used, behind future extras); the
 #: declared extras (onnx, openvino) are checked against pyproject's optional-dependencies below.
 _OPTIONAL = {"paho", "ray", "prometheus_client", "cpuinfo"}
