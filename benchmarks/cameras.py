@@ -224,12 +224,12 @@ def run_cameras(detector: Detector, clip: Path, frames: int, cameras: int, mode:
 
 
 def _camera_process(index: int, clip: str, frames: int, threads: int, precision: str, img_size: int,
-                    barrier: Any, results: Any) -> None:
+                    barrier: Any, results: Any, device: str = "cpu") -> None:
     """One camera in its own process (``processes`` mode): load, warm up, wait, run, report."""
     try:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-        detector = Detector.from_weights(shared_path(*WEIGHTS), img_size=img_size, device="cpu", precision=precision)
+        detector = Detector.from_weights(shared_path(*WEIGHTS), img_size=img_size, device=device, precision=precision)
         source = open_source(Path(clip))
         try:
             warm = next(iter(source)).image
@@ -250,13 +250,13 @@ def _camera_process(index: int, clip: str, frames: int, threads: int, precision:
 
 
 def run_processes(clip: Path, frames: int, cameras: int, threads: int, precision: str,
-                  img_size: int) -> dict[str, Any]:
+                  img_size: int, device: str = "cpu") -> dict[str, Any]:
     """N single-camera processes at once (``processes`` mode); fps and summed peak memory."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(cameras)
     results = context.Queue()
     processes = [context.Process(target=_camera_process, name=f"bench-cam{i}",
-                                 args=(i, str(clip), frames, threads, precision, img_size, barrier, results))
+                                 args=(i, str(clip), frames, threads, precision, img_size, barrier, results, device))
                  for i in range(cameras)]
     for process in processes:
         process.start()
@@ -299,12 +299,12 @@ MEDIAN_KEYS = ("aggregate_fps", "camera_fps_min", "camera_fps_mean", "camera_fps
 
 
 def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, precision: str, img_size: int,
-        max_batch: int | None, max_wait_ms: float, workers: int = 1) -> dict[str, Any]:
+        max_batch: int | None, max_wait_ms: float, workers: int = 1, device: str = "cpu") -> dict[str, Any]:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     clip = shared_path(*CLIP)
     rss_start = current_rss_mib()
-    detector = Detector.from_weights(shared_path(*WEIGHTS), img_size=img_size, device="cpu", precision=precision)
+    detector = Detector.from_weights(shared_path(*WEIGHTS), img_size=img_size, device=device, precision=precision)
     rss_model = current_rss_mib()
     source = open_source(clip)
     try:
@@ -325,7 +325,7 @@ def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, preci
             order = MODES if repeat % 2 == 0 else MODES[::-1]
             for mode in order:
                 if mode == "processes":
-                    row = run_processes(clip, frames, n, threads, precision, img_size)
+                    row = run_processes(clip, frames, n, threads, precision, img_size, device)
                 else:
                     row = run_cameras(detector, clip, frames, n, mode, max_batch or n, max_wait_ms, workers)
                 rows.append({"repeat": repeat, "cameras": n, "mode": mode, **row})
@@ -368,6 +368,7 @@ def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, preci
         "img_size": img_size,
         "precision": precision,
         "precision_resolved": detector.precision,
+        "device": str(detector.device),
         "max_batch": max_batch,
         "max_wait_ms": max_wait_ms,
         "workers": workers,
@@ -384,7 +385,7 @@ def run(cameras: tuple[int, ...], frames: int, repeats: int, threads: int, preci
 def print_table(result: dict[str, Any]) -> None:
     max_batch = result["max_batch"] if result["max_batch"] is not None else "N"
     print(f"\ncameras, batched vs separate: {result['clip']} x N, first {result['frames']} frames each (1280x720), "
-          f"yolov7-tiny @{result['img_size']}, CPU, {result['threads']} torch thread(s), "
+          f"yolov7-tiny @{result['img_size']}, {result.get('device', 'cpu')}, {result['threads']} torch thread(s), "
           f"{result['precision']} ({result['precision_resolved']}), max_batch {max_batch}, "
           f"max_wait {result['max_wait_ms']:g} ms, median of {result['repeats']} repeats")
     print("ratio: batched aggregate fps over separate (threads, one model) / over processes (one model each); "
@@ -440,12 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=_positive_int, default=3,
                         help="repeats; each runs batched, separate and processes back to back for every N")
     parser.add_argument("--threads", type=_positive_int, default=2, help="torch (and OpenCV) threads")
-    parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"])
+    parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "fp16", "auto"])
     parser.add_argument("--img-size", type=_positive_int, default=640)
     parser.add_argument("--max-batch", type=_positive_int, default=None,
                         help="frames per forward pass, at most (default: N, the number of cameras)")
     parser.add_argument("--max-wait-ms", type=_non_negative_float, default=15.0,
                         help="how long a frame waits for others to join its batch")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (where batching pays: a GPU)")
     parser.add_argument("--workers", type=_positive_int, default=1,
                         help="batches in flight at once (BatchingDetector workers)")
     args = parser.parse_args(argv)
@@ -456,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     result = run(tuple(args.cameras), args.frames, args.repeats, args.threads, args.precision, args.img_size,
-                 args.max_batch, args.max_wait_ms, args.workers)
+                 args.max_batch, args.max_wait_ms, args.workers, args.device)
     print_table(result)
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_PATH.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
