@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import pytest
-from gui_support import HashReplay, drag, pets_video, widget_point
+from gui_support import HashReplay, drag, widget_point
 from PyQt6.QtCore import Qt
+from test_service import _first_frames
 
 from app.cameras import CamerasFileError, load_cameras_file, save_camera_counting
 from app.counting import CountingConfig, LineSpec
@@ -22,7 +22,6 @@ from app.gui.camera_grid import CameraGridWindow, format_counts
 from app.gui.video_view import EditMode
 from app.service import Service
 from app.sinks import read_events
-from app.sources import open_source
 
 FRAMES = 150  # people cross both lines in the first 150 PETS frames
 
@@ -54,13 +53,7 @@ def replay() -> HashReplay:
 
 @pytest.fixture(scope="module")
 def pets_frames(tmp_path_factory) -> Path:  # noqa: ANN001
-    folder = tmp_path_factory.mktemp("pets") / f"pets{FRAMES}"
-    folder.mkdir()
-    for frame in open_source(pets_video()):
-        if frame.index >= FRAMES:
-            break
-        cv2.imwrite(str(folder / f"{frame.index:04d}.png"), frame.image)
-    return folder
+    return _first_frames(tmp_path_factory.mktemp("pets"), FRAMES)
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ def test_pause_holds_a_file_and_stop_while_paused_finishes(qtbot, run_worker) ->
 
 
 def test_large_frames_are_reduced_to_the_view_in_the_worker() -> None:
-    from app.gui.worker import _fit
+    from app.gui.worker import fit_within as _fit
 
     image = np.zeros((720, 1280, 3), np.uint8)
     assert _fit(image, (640, 640)).shape == (360, 640, 3)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from PyQt6.QtCore import QObject, QRectF, QSize, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QActionGroup, QCloseEvent, QImage, QKeySequence, QMouseEvent, QPainter, QPaintEvent
@@ -53,7 +52,8 @@ from app.counting import CountingConfig, ZoneConfigError
 from app.frame_sinks import FrameSink
 from app.frames import Frame
 from app.gui.video_view import EditMode, VideoView
-from app.gui.worker import bgr_to_qimage
+from app.gui.messages import open_error
+from app.gui.worker import bgr_to_qimage, fit_within
 
 __all__ = ["CameraGridWindow", "CameraEditorDialog", "LiveBoard", "ServiceRunner", "format_counts"]
 
@@ -124,7 +124,8 @@ class LiveBoard(QObject):
         """Keep ``annotated_bgr`` and ``frame.image`` (``(H, W, 3)`` uint8 BGR) reduced to cell
         and editor size. Called from a pipeline thread."""
         height, width = frame.image.shape[:2]
-        cell = CellFrame(bgr_to_qimage(_fit(annotated_bgr, CELL_MAX_WH)), bgr_to_qimage(_fit(frame.image, EDITOR_MAX_WH)),
+        cell = CellFrame(bgr_to_qimage(fit_within(annotated_bgr, CELL_MAX_WH)),
+                         bgr_to_qimage(fit_within(frame.image, EDITOR_MAX_WH)),
                          (width, height), frame.index)
         with self._lock:
             self._latest[camera_id] = cell
@@ -162,15 +163,6 @@ class _BoardSink:
 
     def close(self) -> None:
         """Nothing to finalize: the last picture stays on the board."""
-
-
-def _fit(image: np.ndarray, max_wh: tuple[int, int]) -> np.ndarray:
-    height, width = image.shape[:2]
-    scale = min(max_wh[0] / width, max_wh[1] / height)
-    if scale >= 1.0:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 # ------------------------------------------------------------------------------ service
@@ -614,12 +606,9 @@ class CameraGridWindow(QMainWindow):
 
     # ------------------------------------------------------------------ closing
     def show_error(self, title: str, text: str) -> QMessageBox:
-        """A non-blocking message box (``open``, not ``exec``)."""
+        """A window-modal message box that does not block the event loop (:func:`open_error`)."""
         self.last_error = text
-        logger.error("%s: %s", title, text)
-        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
-        box.open()
-        return box
+        return open_error(self, title, text)
 
     def shutdown_after_event_loop(self, timeout_s: float = 15.0) -> bool:
         """Stop the cameras once the event loop has ended (the process is exiting)."""

@@ -58,7 +58,8 @@ from PyQt6.QtWidgets import (
 )
 
 from app.gui.label_canvas import LabelCanvas
-from app.gui.worker import bgr_to_qimage
+from app.gui.messages import open_error
+from app.gui.worker import bgr_to_qimage, fit_within
 from app.labelling import (
     CarryConfig,
     LabellingError,
@@ -136,8 +137,6 @@ class FrameLoader(QObject):
         self._thread.join(10)
 
     def _run(self) -> None:
-        import cv2
-
         while True:
             with self._wake:
                 while self._wanted is None and not self._closed:
@@ -152,10 +151,7 @@ class FrameLoader(QObject):
                 self.failed.emit(f"frame {index}: {exc}")
                 continue
             height, width = image.shape[:2]
-            scale = min(VIEW_MAX_WH[0] / width, VIEW_MAX_WH[1] / height, 1.0)
-            if scale < 1.0:
-                image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-            self.frameLoaded.emit(index, bgr_to_qimage(image), (width, height))
+            self.frameLoaded.emit(index, bgr_to_qimage(fit_within(image, VIEW_MAX_WH)), (width, height))
 
 
 def _video_fps(video: Path) -> float:
@@ -808,11 +804,9 @@ class LabelWindow(QMainWindow):
 
     # ------------------------------------------------------------------ closing
     def show_error(self, title: str, text: str) -> QMessageBox:
+        """A window-modal message box that does not block the event loop (:func:`open_error`)."""
         self.last_error = text
-        logger.error("%s: %s", title, text)
-        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
-        box.open()
-        return box
+        return open_error(self, title, text)
 
     def shutdown_after_event_loop(self, timeout_s: float = 15.0) -> bool:
         """Save and stop the threads once the event loop has ended (the process is exiting)."""

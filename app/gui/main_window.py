@@ -43,6 +43,7 @@ from app.gui.settings import (
 from app.gui.settings_dialog import SettingsDialog
 from app.gui.source_dialog import SourceDialog
 from app.gui.video_view import EditMode, VideoView
+from app.gui.messages import open_error
 from app.gui.worker import (
     STATE_PAUSED,
     STATE_STARTING,
@@ -614,13 +615,9 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------- messages and closing
     def show_error(self, title: str, text: str) -> QMessageBox:
-        """A window-modal message box that does not block the event loop (``open()``)."""
-        box = QMessageBox(QMessageBox.Icon.Critical, title, text, QMessageBox.StandardButton.Ok, self)
-        box.setWindowModality(Qt.WindowModality.WindowModal)
-        box.open()
-        self.message_box = box
-        self.statusBar().showMessage(f"{title}: {text.splitlines()[0] if text else ''}", 10000)
-        return box
+        """A window-modal message box that does not block the event loop (:func:`open_error`)."""
+        self.message_box = open_error(self, title, text)
+        return self.message_box
 
     def shutdown_after_event_loop(self, timeout_s: float = 15.0) -> bool:
         """Stop a run still active once the event loop has ended (the process is exiting) and

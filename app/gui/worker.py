@@ -53,6 +53,7 @@ __all__ = [
     "ViewSink",
     "WorkerStatus",
     "bgr_to_qimage",
+    "fit_within",
     "tracker_choice",
     "open_gui_source",
     "recording_path",
@@ -478,7 +479,7 @@ class PipelineWorker(QObject):
         height, width = image.shape[:2]
         with self._lock:
             view_wh = self._view_size_wh
-        image = _fit(image, view_wh)
+        image = fit_within(image, view_wh)
         update = FrameUpdate(bgr_to_qimage(image), (width, height), result.frame.index, result.lines,
                              result.zones, (), result.latency_s, result.stats, 1)
         with self._lock:
@@ -491,8 +492,9 @@ class PipelineWorker(QObject):
             self.frameReady.emit()
 
 
-def _fit(image: np.ndarray, view_wh: tuple[int, int] | None) -> np.ndarray:
-    """Reduce ``image`` to fit ``view_wh`` (aspect kept) when it is larger; never enlarge."""
+def fit_within(image: np.ndarray, view_wh: tuple[int, int] | None) -> np.ndarray:
+    """Reduce ``image`` (``(H, W, 3)`` uint8) to fit ``view_wh`` (w, h pixels; aspect kept,
+    INTER_AREA) when it is larger; never enlarge; ``None`` keeps it as it is."""
     if view_wh is None:
         return image
     height, width = image.shape[:2]
