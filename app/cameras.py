@@ -26,6 +26,7 @@ required::
       detector_num_gpus: 0.5      # resources each asks for (0.5: two on one GPU)
       detector_num_cpus: 1
       camera_num_cpus: 0.25
+      colocate_cameras: true      # false: cameras anywhere, frames over the network
     cameras:
       - id: gate                  # letters, digits, '-', '_' (MQTT topics and metric labels)
         source: rtsp://user:pass@10.0.0.5/stream1     # or a file, a folder, a webcam index
@@ -370,6 +371,7 @@ RAY_KEYS = {
     "detector_num_gpus": "detector_num_gpus",
     "detector_max_concurrency": "detector_max_concurrency",
     "camera_num_cpus": "camera_num_cpus",
+    "colocate_cameras": "colocate_cameras",
     "camera_max_restarts": "camera_max_restarts",
     "detector_max_restarts": "detector_max_restarts",
     "detect_timeout_s": "detect_timeout_s",

@@ -316,6 +316,9 @@ def test_the_ray_section_of_the_cameras_file_is_checked_and_read(tmp_path):
     assert (config.detector_actors, config.detector_num_gpus, config.address) == (3, 0.5, "auto")
     with pytest.raises(CamerasFileError, match=r"cams.yaml: ray.detectors: must be an integer >= 1, got 0"):
         parse_cameras({**base, "ray": {"detectors": 0}}, tmp_path / "cams.yaml")
+    assert config_from_file({"colocate_cameras": False}).colocate_cameras is False
+    with pytest.raises(CamerasFileError, match=r"ray.colocate_cameras: must be true or false"):
+        parse_cameras({**base, "ray": {"colocate_cameras": "no"}}, tmp_path / "cams.yaml")
     with pytest.raises(CamerasFileError, match=r"ray: unknown key\(s\) gpus"):
         parse_cameras({**base, "ray": {"gpus": 1}}, tmp_path / "cams.yaml")
 

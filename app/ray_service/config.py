@@ -32,6 +32,9 @@ class RayServiceConfig:
         detector_max_concurrency: frames a detector actor holds at once (>= 1); at least the
             number of cameras it serves, so that all their frames can join one batch.
         camera_num_cpus: resources each camera actor asks for (decode, tracking, counting).
+        colocate_cameras: place each camera actor on its home detector's node (soft node
+            affinity), so frames go through that node's object store, never the network; ``False``
+            spreads the cameras over the cluster (frames then cross the network to the detectors).
         hub_num_cpus: resources of the hub actor (shared outputs, durable record).
         camera_max_restarts: times Ray restarts a dead camera actor (>= 0).
         detector_max_restarts: times Ray restarts a dead detector actor (>= 0).
@@ -53,6 +56,7 @@ class RayServiceConfig:
     detector_num_gpus: float = 0.0
     detector_max_concurrency: int = 64
     camera_num_cpus: float = 0.25
+    colocate_cameras: bool = True
     hub_num_cpus: float = 0.0
     camera_max_restarts: int = 3
     detector_max_restarts: int = 3
@@ -70,6 +74,8 @@ class RayServiceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise RayServiceConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if not isinstance(self.colocate_cameras, bool):
+            raise RayServiceConfigError(f"colocate_cameras must be true or false, got {self.colocate_cameras!r}")
         for name in ("detector_num_cpus", "detector_num_gpus", "camera_num_cpus", "hub_num_cpus",
                      "detector_cooldown_s"):
             _require_number(getattr(self, name), name, allow_zero=True)

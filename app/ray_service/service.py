@@ -290,13 +290,17 @@ class RayService:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         home = self._detectors[index % len(self._detectors)][0]
+        placement = (NodeAffinitySchedulingStrategy(self._detector_nodes[home], soft=True) if self.config.colocate_cameras
+                     else "SPREAD")  # the file asked for it: frames may cross the network
         actor = self._ray.remote(CameraWorker).options(
             num_cpus=self.config.camera_num_cpus, max_restarts=self.config.camera_max_restarts, max_task_retries=0,
-            max_concurrency=4,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(self._detector_nodes[home], soft=True),
+            max_concurrency=4, scheduling_strategy=placement,
         ).remote(spec, self.file, self.names, self._hub, self._detector_order(home), self.config, self.source_config)
         entry = _Entry(spec, actor, home, actor.run.remote(), "running", submitted_at=time.monotonic())
-        logger.info("camera %s: actor placed beside %s (node %s)", spec.id, home, self._detector_nodes[home][:12])
+        if self.config.colocate_cameras:
+            logger.info("camera %s: actor placed beside %s (node %s)", spec.id, home, self._detector_nodes[home][:12])
+        else:
+            logger.info("camera %s: actor spread over the cluster (home detector %s)", spec.id, home)
         return entry
 
     def _detector_order(self, home: str) -> list[tuple[str, Any]]:
