@@ -130,6 +130,28 @@ def test_proposals_never_overwrite_what_the_user_verified(qtbot, window: LabelWi
     assert window.store.undo_description == "move box"
 
 
+def test_an_id_switch_is_fixed_from_its_frame_on_and_a_split_track_is_merged(qtbot, window: LabelWindow):  # noqa: ANN001
+    store = window.store
+    for frame in range(6):  # one person: track 1 on frames 0-2, the tracker gave it 2 from frame 3
+        store.add_box(frame, (10 + frame, 10, 40 + frame, 80), "person", track_id=1 if frame < 3 else 2)
+    store.add_box(4, (200, 10, 230, 80), "person", track_id=3)
+    window.go_to(4)
+    window.canvas.select(2)
+    window.track_spin.setValue(3)                      # id 3 is taken on frame 4: refused, nothing changes
+    window._on_set_track_id()
+    assert "track 3 already has a box on frame 4" in window.last_error and store.track_ids() == [1, 2, 3]
+    window.track_spin.setValue(1)                      # "from this frame on" (the default): frames 4-5
+    window._on_set_track_id()
+    assert sorted(store.track(1)) == [0, 1, 2, 4, 5] and sorted(store.track(2)) == [3]
+    window.go_to(3)
+    window.canvas.select(2)
+    window.track_spin.setValue(1)
+    window.id_scope.setCurrentIndex(2)                 # whole track: merged into 1
+    window._on_set_track_id()
+    assert sorted(store.track(1)) == [0, 1, 2, 3, 4, 5] and store.track_ids() == [1, 3]
+    assert window.canvas.selected == 1
+
+
 def test_keys_move_through_frames_and_verify_them(qtbot, window: LabelWindow):  # noqa: ANN001
     qtbot.keyClick(window, Qt.Key.Key_Right)
     qtbot.keyClick(window, Qt.Key.Key_Right, Qt.KeyboardModifier.ShiftModifier)

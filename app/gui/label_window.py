@@ -10,7 +10,8 @@ visibility columns, ``labels.txt`` and a sidecar marking proposals and verified 
 - **Boxes** (:class:`~app.gui.label_canvas.LabelCanvas`): drag on an empty place draws a box of
   the current class; click selects; drag moves; drag a corner resizes; Delete deletes; A accepts
   a proposal as it is. The class combo sets the selected box's class (type a new name to add a
-  class); the id box sets its track id (an id already used on another frame merges the tracks).
+  class); the id box sets its track id from this frame on (an id switch), on this frame only, or
+  for the whole track (merging it into an existing id).
 - **Proposals**: "Propose tracks" runs the current detector and tracker over the next frames
   (:func:`app.labelling.propose_tracks`, in a worker thread); "Carry forward" follows the
   selected box over the next frames with the tracker (:func:`app.labelling.carry_forward`);
@@ -65,6 +66,7 @@ from app.labelling import (
     LabellingError,
     LabelStore,
     PrelabelConfig,
+    TrackScope,
     apply_prelabels,
     carry_forward,
     export_yolo,
@@ -320,10 +322,17 @@ class LabelWindow(QMainWindow):
         self.track_spin = QSpinBox()
         self.track_spin.setRange(1, 10_000_000)
         self.track_spin.setToolTip("track id of the selected box; an id used elsewhere merges the tracks")
+        self.id_scope = QComboBox()
+        for text, scope in (("from this frame on", TrackScope.FORWARD), ("this frame", TrackScope.FRAME),
+                            ("whole track (merge)", TrackScope.TRACK)):
+            self.id_scope.addItem(text, scope)
+        self.id_scope.setToolTip("which boxes of the selected track get the id: an id switch is fixed from "
+                                 "its frame on; a track split in two is merged as a whole")
         set_id = QPushButton("Set id")
         set_id.clicked.connect(self._on_set_track_id)
         id_row = QHBoxLayout()
         id_row.addWidget(self.track_spin)
+        id_row.addWidget(self.id_scope)
         id_row.addWidget(set_id)
         self.span_spin = QSpinBox()
         self.span_spin.setRange(1, 10_000)
@@ -556,10 +565,8 @@ class LabelWindow(QMainWindow):
         box, store, new_id = self.canvas.selected_box(), self.store, self.track_spin.value()
         if box is None or store is None or new_id == box.track_id:
             return
-        if new_id in store.track_ids():
-            done = self._edit("merge tracks", lambda: store.merge_tracks(new_id, box.track_id))
-        else:
-            done = self._edit("set track id", lambda: store.set_track_id(self.frame_index, box.track_id, new_id))
+        scope = self.id_scope.currentData()
+        done = self._edit("set track id", lambda: store.set_track_id(self.frame_index, box.track_id, new_id, scope=scope))
         if done:
             self.canvas.select(new_id)
 
