@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_int", "is_number", "kind", "require_int", "require_positive"]
+__all__ = ["is_int", "is_number", "kind", "require_int", "require_non_negative", "require_positive"]
 
 
 def is_int(value: Any) -> bool:
@@ -45,3 +45,10 @@ def require_positive(value: Any, name: str, error: type[Exception] = ValueError)
     finite number above zero."""
     if not is_number(value) or value <= 0:
         raise error(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def require_non_negative(value: Any, name: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error("<name> must be a finite number >= 0, got <value>")`` unless ``value`` is a
+    finite number of at least zero."""
+    if not is_number(value) or value < 0:
+        raise error(f"{name} must be a finite number >= 0, got {value!r}")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.ray_service._ray import RayServiceError
+from yolov7_track.checks import require_int, require_non_negative, require_positive
 
 __all__ = ["RayServiceConfig", "RayServiceConfigError", "config_from_file"]
 
@@ -71,16 +71,14 @@ class RayServiceConfig:
             raise RayServiceConfigError(f"address must be None, 'auto' or HOST:PORT, got {self.address!r}")
         for name, minimum in (("detector_actors", 1), ("detector_max_concurrency", 1), ("camera_max_restarts", 0),
                               ("detector_max_restarts", 0), ("detect_attempts_per_detector", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise RayServiceConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            require_int(getattr(self, name), name, minimum, RayServiceConfigError)
         if not isinstance(self.colocate_cameras, bool):
             raise RayServiceConfigError(f"colocate_cameras must be true or false, got {self.colocate_cameras!r}")
         for name in ("detector_num_cpus", "detector_num_gpus", "camera_num_cpus", "hub_num_cpus",
                      "detector_cooldown_s"):
-            _require_number(getattr(self, name), name, allow_zero=True)
+            require_non_negative(getattr(self, name), name, RayServiceConfigError)
         for name in ("detect_timeout_s", "hub_timeout_s", "call_timeout_s"):
-            _require_number(getattr(self, name), name, allow_zero=False)
+            require_positive(getattr(self, name), name, RayServiceConfigError)
 
 
 def config_from_file(section: Mapping[str, Any], address: str | None = None) -> RayServiceConfig:
@@ -93,10 +91,3 @@ def config_from_file(section: Mapping[str, Any], address: str | None = None) -> 
     from app.cameras import RAY_KEYS
 
     return RayServiceConfig(address=address, **{RAY_KEYS[key]: value for key, value in section.items()})
-
-
-def _require_number(value: object, name: str, allow_zero: bool) -> None:
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value >= 0 if allow_zero else value > 0))
-    if not ok:
-        raise RayServiceConfigError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
