@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from yolov7_track.arg_types import positive_int, unit_float
 from yolov7_track.errors import Yolov7TrackError
 
 if TYPE_CHECKING:
@@ -136,26 +137,6 @@ def _line_arg(text: str) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
 def _track_parser() -> argparse.ArgumentParser:
     parser = _OneLineArgumentParser(
         prog=PROG,
@@ -176,12 +157,12 @@ def _track_parser() -> argparse.ArgumentParser:
     parser.add_argument("--zones", type=Path, metavar="FILE", help="lines and zones from a JSON or YAML file")
     parser.add_argument("--classes", nargs="+", metavar="CLASS",
                         help="keep only these classes: names (person car) or ids (0 2)")
-    parser.add_argument("--conf", type=_unit_float, default=0.25, help="detection confidence threshold (0.25)")
-    parser.add_argument("--iou", type=_unit_float, default=0.45, help="NMS IoU threshold (0.45)")
+    parser.add_argument("--conf", type=unit_float, default=0.25, help="detection confidence threshold (0.25)")
+    parser.add_argument("--iou", type=unit_float, default=0.45, help="NMS IoU threshold (0.45)")
     parser.add_argument("--agnostic-nms", action="store_true",
                         help="one NMS over all classes: a vehicle seen as both car and truck gives one "
                         "box (one track, one count) instead of two")
-    parser.add_argument("--img-size", type=_positive_int, default=None,
+    parser.add_argument("--img-size", type=positive_int, default=None,
                         help="detector input size in pixels, a multiple of 32 (default: the model's, 640)")
     parser.add_argument("--tracker", default="bytetrack", metavar="NAME",
                         help="tracker: bytetrack (default) or sort (tracker/registry.py)")
@@ -203,8 +184,8 @@ def _track_parser() -> argparse.ArgumentParser:
                         "our events (default), refuse it (new), or empty it first (overwrite)")
     parser.add_argument("--report", type=Path, metavar="FILE.json", help="write the final report as JSON")
     parser.add_argument("--show", action="store_true", help="show the annotated frames in a window (q to stop)")
-    parser.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many frames")
-    parser.add_argument("--vid-stride", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
+    parser.add_argument("--vid-stride", type=positive_int, default=1, metavar="N",
                         help="detect every N-th frame only (1: all); tracking and counting keep the true "
                         "timestamps, and a crossing needs about 4*N frames to count")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -80,6 +80,7 @@ from app.sources import open_source  # noqa: E402
 from detector import Detector  # noqa: E402
 from shared_data import shared_path  # noqa: E402
 from tracker.registry import make_tracker  # noqa: E402
+from yolov7_track.arg_types import non_negative_float, positive_int  # noqa: E402
 
 logger = logging.getLogger("benchmarks.cameras")
 
@@ -412,43 +413,25 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------- command line
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cameras", type=_positive_int, nargs="+", default=[1, 2, 4, 8],
+    parser.add_argument("--cameras", type=positive_int, nargs="+", default=[1, 2, 4, 8],
                         help="numbers of cameras (copies of the clip) to measure")
-    parser.add_argument("--frames", type=_positive_int, default=60,
+    parser.add_argument("--frames", type=positive_int, default=60,
                         help=f"frames per camera per run (the clip has {CLIP_FRAMES})")
-    parser.add_argument("--repeats", type=_positive_int, default=3,
+    parser.add_argument("--repeats", type=positive_int, default=3,
                         help="repeats; each runs batched, separate and processes back to back for every N")
-    parser.add_argument("--threads", type=_positive_int, default=2, help="torch (and OpenCV) threads")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch (and OpenCV) threads")
     parser.add_argument("--precision", default="auto", choices=["fp32", "bf16", "fp16", "auto"])
-    parser.add_argument("--img-size", type=_positive_int, default=640)
-    parser.add_argument("--max-batch", type=_positive_int, default=None,
+    parser.add_argument("--img-size", type=positive_int, default=640)
+    parser.add_argument("--max-batch", type=positive_int, default=None,
                         help="frames per forward pass, at most (default: N, the number of cameras)")
-    parser.add_argument("--max-wait-ms", type=_non_negative_float, default=15.0,
+    parser.add_argument("--max-wait-ms", type=non_negative_float, default=15.0,
                         help="how long a frame waits for others to join its batch")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (where batching pays: a GPU)")
-    parser.add_argument("--workers", type=_positive_int, default=1,
+    parser.add_argument("--workers", type=positive_int, default=1,
                         help="batches in flight at once (BatchingDetector workers)")
     args = parser.parse_args(argv)
     if args.frames > CLIP_FRAMES:

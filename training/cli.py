@@ -15,32 +15,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from yolov7_track.arg_types import non_negative_int, positive_int
+
 from .config import PRESETS, TrainConfig, load_hyperparameters
 from .errors import TrainingError
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -59,10 +41,10 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default="none",
                         help="initial weights: .pt/.safetensors path, registry name, or 'none' to "
                         "train from scratch (none)")
-    parser.add_argument("--epochs", type=_positive_int, default=300, help="epochs (300)")
-    parser.add_argument("--img-size", type=_positive_int, default=640,
+    parser.add_argument("--epochs", type=positive_int, default=300, help="epochs (300)")
+    parser.add_argument("--img-size", type=positive_int, default=640,
                         help="training/validation size in pixels, multiple of 32 (640)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16,
+    parser.add_argument("--batch-size", type=positive_int, default=16,
                         help="images per batch (16); gradients accumulate to a nominal 64")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory (runs/train)")
@@ -71,20 +53,20 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hyp", default="p5",
                         help=f"hyper-parameters: a preset ({', '.join(PRESETS)}) or a YAML of "
                         "overrides (p5)")
-    parser.add_argument("--workers", type=_non_negative_int, default=2,
+    parser.add_argument("--workers", type=non_negative_int, default=2,
                         help="data-loading worker processes (2; 0 loads in the main process)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: all CPUs this process may use)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="master seed (0)")
-    parser.add_argument("--freeze", type=_non_negative_int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="master seed (0)")
+    parser.add_argument("--freeze", type=non_negative_int, default=0,
                         help="freeze the first N layers, e.g. the backbone when finetuning (0)")
-    parser.add_argument("--close-mosaic", type=_non_negative_int, default=10,
+    parser.add_argument("--close-mosaic", type=non_negative_int, default=10,
                         help="turn mosaic/mixup off for the last N epochs (10)")
     parser.add_argument("--no-autoanchor", action="store_true", help="keep the anchors as they are")
-    parser.add_argument("--val-period", type=_positive_int, default=1,
+    parser.add_argument("--val-period", type=positive_int, default=1,
                         help="validate every N epochs; the last epoch always (1)")
     parser.add_argument("--cache-images", action="store_true", help="keep decoded training images in RAM")
-    parser.add_argument("--max-batches", type=_positive_int, default=None,
+    parser.add_argument("--max-batches", type=positive_int, default=None,
                         help="stop every epoch after N batches (smoke tests)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="compute precision: bf16 on CPUs with native bf16 (AVX512-BF16/AMX), "
@@ -169,9 +151,9 @@ def val_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="data YAML")
     parser.add_argument("--weights", required=True, help=".safetensors/.pt path or registry name")
     parser.add_argument("--split", choices=("val", "train"), default="val", help="split (val)")
-    parser.add_argument("--img-size", type=_positive_int, default=None,
+    parser.add_argument("--img-size", type=positive_int, default=None,
                         help="letterbox size (default: the model's training size)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="batch size (16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="batch size (16)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="fp32",
                         help="model compute precision (fp32, the reference; auto: the one the app's "
@@ -181,8 +163,8 @@ def val_parser() -> argparse.ArgumentParser:
                         "an exported .onnx/.xml as --weights)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold (0.001)")
     parser.add_argument("--iou-thres", type=float, default=0.65, help="NMS IoU threshold (0.65)")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    parser.add_argument("--workers", type=_non_negative_int, default=0, help="loader workers (0)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="loader workers (0)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
