@@ -596,6 +596,12 @@ def _run_val(argv: Sequence[str]) -> int:
     return val_main(list(argv))
 
 
+def _run_soup(argv: Sequence[str]) -> int:
+    from training.cli import soup_main
+
+    return soup_main(list(argv))
+
+
 def _run_gui(argv: Sequence[str]) -> int:
     from app.gui import main as gui_main  # imported on use: Qt is only loaded for the GUI
 
@@ -627,6 +633,7 @@ SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "report": _run_report,
     "train": _run_train,
     "val": _run_val,
+    "soup": _run_soup,
     "gui": _run_gui,
 }
 

@@ -206,3 +206,28 @@ def val_main(argv: Sequence[str]) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(result.to_dict(), indent=2))
     return EXIT_OK
+
+
+def soup_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="yolov7-track soup",
+        description="Average the weights of models finetuned from the same weights into one model "
+                    "of the same size and speed (a uniform model soup, Wortsman et al., ICML 2022).")
+    parser.add_argument("weights", nargs="+", help="two or more .safetensors files of one architecture and class list")
+    parser.add_argument("--out", type=Path, required=True, help="the soup's .safetensors file")
+    return parser
+
+
+def soup_main(argv: Sequence[str]) -> int:
+    """Run ``yolov7-track soup``; returns the exit status."""
+    args = soup_parser().parse_args(list(argv))
+    _configure_logging()
+    from .soup import write_soup
+
+    try:
+        write_soup(args.out, args.weights)
+    except _known_errors() as exc:
+        print(f"yolov7-track soup: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"soup of {len(args.weights)} models: {args.out}")
+    return EXIT_OK
