@@ -85,3 +85,17 @@ def test_soup_command(tmp_path, capsys):
     assert soup_main([paths[0], str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 1
     assert "missing.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_anchors_equal_to_float16_rounding_are_one_architecture(tmp_path):
+    from detector.weights_format import write_weights
+
+    base = _model_file(tmp_path, "base", seed=0)
+    state, meta = read_weights(base)
+    meta["anchors_px"] = [[[w * (1 + 2e-7), h] for w, h in level] for level in meta["anchors_px"]]
+    rounded = write_weights(tmp_path / "rounded.safetensors", state, meta)
+    uniform_soup([base, rounded])
+    meta["anchors_px"] = [[[w * 1.01, h] for w, h in level] for level in meta["anchors_px"]]
+    shifted = write_weights(tmp_path / "shifted.safetensors", state, meta)
+    with pytest.raises(TrainingError, match="anchors_px differ"):
+        uniform_soup([base, shifted])

@@ -36,6 +36,15 @@ SOUP_REFERENCE = ("uniform model soup: Wortsman et al., 'Model soups: averaging 
 
 # metadata that must agree for two files to be one architecture predicting the same classes
 _MATCHING_METADATA = ("arch", "num_classes", "names", "anchors_px", "strides", "head_form")
+# anchors pass through float16 tensors on the way to the metadata: equal to this relative tolerance
+_ANCHOR_RTOL = 1e-4
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    if key in ("anchors_px", "strides") and a is not None and b is not None:
+        a_t, b_t = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+        return a_t.shape == b_t.shape and torch.allclose(a_t, b_t, rtol=_ANCHOR_RTOL, atol=0)
+    return a == b
 
 
 def _sha256(path: Path) -> str:
@@ -49,7 +58,7 @@ def _sha256(path: Path) -> str:
 def _check_compatible(first: Path, first_meta: dict[str, Any], first_state: dict[str, torch.Tensor],
                       other: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
     for key in _MATCHING_METADATA:
-        if first_meta.get(key) != meta.get(key):
+        if not _same(key, first_meta.get(key), meta.get(key)):
             raise TrainingError(f"cannot average {other} with {first}: their {key} differ "
                                 f"({meta.get(key)!r} vs {first_meta.get(key)!r}); a soup needs one "
                                 "architecture and class list, finetuned from the same weights")
