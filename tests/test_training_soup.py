@@ -99,3 +99,12 @@ def test_anchors_equal_to_float16_rounding_are_one_architecture(tmp_path):
     shifted = write_weights(tmp_path / "shifted.safetensors", state, meta)
     with pytest.raises(TrainingError, match="anchors_px differ"):
         uniform_soup([base, shifted])
+
+
+def test_img_size_is_recorded_and_checked(tmp_path, capsys):
+    paths = [str(_model_file(tmp_path, f"m{i}", seed=i)) for i in range(2)]
+    out = tmp_path / "soup.safetensors"
+    assert soup_main([*paths, "--out", str(out), "--img-size", "736"]) == 0
+    assert read_weights_metadata(out)["img_size"] == 736 and load_model(out).img_size == 736
+    assert soup_main([*paths, "--out", str(tmp_path / "bad.safetensors"), "--img-size", "700"]) == 1
+    assert "not a multiple of the model's largest stride 32" in capsys.readouterr().err

@@ -215,6 +215,9 @@ def soup_parser() -> argparse.ArgumentParser:
                     "of the same size and speed (a uniform model soup, Wortsman et al., ICML 2022).")
     parser.add_argument("weights", nargs="+", help="two or more .safetensors files of one architecture and class list")
     parser.add_argument("--out", type=Path, required=True, help="the soup's .safetensors file")
+    parser.add_argument("--img-size", type=positive_int, default=None,
+                        help="letterbox size the soup runs at by default, pixels, a multiple of 32; "
+                        "choose it on validation data (default: the first model's)")
     return parser
 
 
@@ -225,7 +228,7 @@ def soup_main(argv: Sequence[str]) -> int:
     from .soup import write_soup
 
     try:
-        write_soup(args.out, args.weights)
+        write_soup(args.out, args.weights, args.img_size)
     except _known_errors() as exc:
         print(f"yolov7-track soup: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

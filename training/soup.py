@@ -71,8 +71,15 @@ def _check_compatible(first: Path, first_meta: dict[str, Any], first_state: dict
                                 f"{tuple(tensor.shape)} vs {tuple(first_state[name].shape)}")
 
 
-def uniform_soup(paths: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def uniform_soup(paths: Sequence[str | Path], img_size: int | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The uniform soup of two or more ``.safetensors`` weight files (see the module docstring).
+
+    Args:
+        paths: the ingredients.
+        img_size: the letterbox size (pixels, a multiple of the largest stride) recorded in the
+            soup's metadata, which the detector then runs at by default; choose it on validation
+            data. ``None``: the first ingredient's.
 
     Returns:
         ``(state_dict, metadata)``: the averaged tensors (the first file's dtypes) and the first
@@ -81,10 +88,13 @@ def uniform_soup(paths: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], 
 
     Raises:
         TrainingError: fewer than two files, or files that differ in architecture, classes,
-            anchors, head form, tensor names or shapes (the message names both files).
+            anchors, head form, tensor names or shapes (the message names both files); an
+            ``img_size`` that is not a positive multiple of the largest stride.
         detector.CheckpointError: a file that cannot be read.
     """
     paths = [Path(p) for p in paths]
+    if img_size is not None and (not isinstance(img_size, int) or img_size < 1):
+        raise TrainingError(f"img_size must be a positive integer, got {img_size!r}")
     if len(paths) < 2:
         raise TrainingError(f"a soup needs at least two weight files, got {len(paths)}")
     first_state, first_meta = read_weights(paths[0])
@@ -102,11 +112,17 @@ def uniform_soup(paths: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], 
     metadata = {key: value for key, value in first_meta.items() if key not in ("metrics", "provenance")}
     metadata["provenance"] = {"trained_by": "yolov7-track training",
                               "soup": {"method": SOUP_REFERENCE, "ingredients": ingredients}}
+    if img_size is not None:
+        stride = int(max(metadata.get("strides") or [32]))
+        if img_size % stride:
+            raise TrainingError(f"img_size {img_size} is not a multiple of the model's largest stride {stride}")
+        metadata["img_size"] = img_size
     return soup, metadata
 
 
-def write_soup(out: str | Path, paths: Sequence[str | Path]) -> Path:
-    """Write the uniform soup of ``paths`` to ``out`` (atomically); returns ``out``.
+def write_soup(out: str | Path, paths: Sequence[str | Path], img_size: int | None = None) -> Path:
+    """Write the uniform soup of ``paths`` to ``out`` (atomically), recording ``img_size`` (see
+    :func:`uniform_soup`); returns ``out``.
 
     Raises:
         TrainingError, detector.CheckpointError: see :func:`uniform_soup`; ``out`` cannot be written.
@@ -114,7 +130,7 @@ def write_soup(out: str | Path, paths: Sequence[str | Path]) -> Path:
     out = Path(out)
     if any(out.resolve() == Path(p).resolve() for p in paths):
         raise TrainingError(f"{out} is one of the ingredients; write the soup to another file")
-    state, metadata = uniform_soup(paths)
+    state, metadata = uniform_soup(paths, img_size)
     written = write_weights(out, state, metadata)
     logger.info("soup of %d models written to %s", len(paths), out)
     return written
