@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def uniform_soup(paths: Sequence[str | Path], img_size: int | None = None,
     soup = {name: (sums[name] / len(paths)).to(t.dtype) if name in sums else t.clone()
             for name, t in first_state.items()}
     metadata = {key: value for key, value in first_meta.items() if key not in ("metrics", "provenance")}
+    metadata["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     metadata["provenance"] = {"trained_by": "yolov7-track training",
                               "soup": {"method": SOUP_REFERENCE, "ingredients": ingredients}}
     if img_size is not None:
