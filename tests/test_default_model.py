@@ -25,10 +25,9 @@ from training.evaluate import evaluate
 
 CLASSES = ["person", "bicycle", "car", "motorcycle", "bus", "truck"]
 SAMPLE_CLIP = REPO_ROOT / "assets" / "samples" / "traffic_street_fixedcam.mp4"
-CAR_AP50_FLOOR = 0.68
-"""A regression floor just under the shipped model's held-out car AP@0.5 (0.703 on atl + manaus,
-valid + test; 0.748 on the test splits alone). Issue 10 asks for 0.75 on valid + test; the
-shipped model does not reach it yet."""
+CAR_AP50_FLOOR = 0.75
+"""Issue 10's bar: car AP@0.5 on the held-out atl + manaus valid + test splits, at the model's own
+size (the shipped soup: 0.755 there at 736 px; 0.791 on the test splits alone)."""
 
 
 @pytest.fixture()
@@ -52,7 +51,7 @@ def test_the_default_everywhere_is_the_bundled_model():
 
 def test_loads_by_name_without_network(no_network):
     detector = Detector.from_weights(DEFAULT_MODEL, device="cpu")
-    assert detector.names == CLASSES and detector.img_size == 640
+    assert detector.names == CLASSES and detector.img_size == 736  # chosen on the valid splits
 
 
 def test_a_missing_bundled_file_is_a_clear_error(monkeypatch, tmp_path):
@@ -81,18 +80,26 @@ def test_the_wheel_ships_the_model_its_notice_and_the_sample():
 def test_metadata_records_data_command_hardware_precision(metadata):
     provenance = metadata["provenance"]
     assert metadata["arch"] == "yolov7-tiny" and metadata["names"] == CLASSES
-    stages = provenance["stages"]                                          # 416 px, then 640 px twice
-    assert [s["stage"] for s in stages] == [1, 2, 3] and stages[0]["weights"] is None  # from scratch
-    assert provenance["weights"].endswith(".safetensors")                  # stage 2's best
-    assert provenance["command"].startswith("yolov7-track train --data assets/configs/traffic.yaml")
+    stages = provenance["stages"]                             # 416 px from scratch, then 640 px x3
+    assert [s["stage"] for s in stages] == [1, 2, 3, 4] and stages[0]["weights"] is None
+    assert all(s["command"].startswith("yolov7-track train --data assets/configs/traffic.yaml") for s in stages)
+    assert provenance["stage"] == 5 and provenance["command"].startswith("yolov7-track soup ")
+    ingredients = provenance["soup"]["ingredients"]         # stage 5: two finetunes, averaged
+    assert len(ingredients) == 2 and "Wortsman" in provenance["soup"]["method"]
+    for ingredient in ingredients:
+        assert ingredient["path"] in provenance["command"] and len(ingredient["sha256"]) == 64
+        run = ingredient["provenance"]
+        assert run["command"].startswith("yolov7-track train --data assets/configs/traffic_domain.yaml")
+        assert run["weights"] == stages[3]["command"].split("--out ")[1].split()[0] + "/best.safetensors"
+        assert run["precision"] == "bf16" and run["hardware"] and 1 <= run["epochs_completed"] <= run["epochs"]
+        assert set(run["data"]["sources"]) == {"atl_highway_v12", "manaus_traffic_v4", "manaus_traffic_v5"}
     assert provenance["precision"] == "bf16" and provenance["hardware"]
     sources = provenance["data"]["sources"]
     assert set(sources) == {"atl_highway_v12", "manaus_traffic_v4", "manaus_traffic_v5",
                             "farzad_topview_vehicle", "coco128"}          # licensed data only
     assert all(s["train"] for s in sources.values())
     assert "person" not in sources["atl_highway_v12"]["labels"]
-    assert 1 <= provenance["epochs_completed"] <= provenance["epochs"]    # the best epoch of the run
-    assert not [v for v in json.dumps(provenance).split('"') if v.startswith("/work")]
+    assert not [v for v in json.dumps(provenance).split('"') if v.startswith(("/work", "/root", "/home"))]
 
 
 def test_metadata_records_held_out_ap_per_class_and_source(metadata):
@@ -128,12 +135,13 @@ def _sample_frames(indices):
 
 def test_finds_cars_on_the_bundled_clip(no_network):
     detector = Detector.from_weights(DEFAULT_MODEL, device="cpu")
-    found = 0
+    per_frame = []
     for frame in _sample_frames([120, 200, 360, 450, 600]):  # 2-4 cars in view in each
         detections = detector(frame)
         cars = detections[detections.data["class_name"] == "car"]
-        assert len(cars) >= 1, f"{len(cars)} cars found"
-        found += len(cars)
+        per_frame.append(len(cars))
         assert cars.xyxy.dtype == np.float32
         assert (cars.xyxy[:, 2] <= frame.shape[1]).all() and (cars.xyxy[:, 3] <= frame.shape[0]).all()
-    assert found >= 8, f"{found} cars in 5 frames"
+    # frame 600 shows only two small cars far down the road, half hidden (the model gives the
+    # nearer one 0.22, under the default 0.25); the other four have cars close by
+    assert min(per_frame[:4]) >= 2 and sum(per_frame) >= 12, per_frame

@@ -279,13 +279,14 @@ def test_calibration_frames_are_letterboxed_like_the_detector(clip: Path, tmp_pa
 def test_metadata_travels_inside_the_files(exports, traffic_model) -> None:
     meta = read_onnx_metadata(exports["traffic_onnx"])
     assert meta.names == tuple(traffic_model.names) and meta.num_classes == 6
-    assert meta.strides == (8.0, 16.0, 32.0) and meta.img_size == 640 and meta.arch == "yolov7-tiny"
+    assert meta.strides == (8.0, 16.0, 32.0) and meta.img_size == traffic_model.img_size == 736
+    assert meta.arch == "yolov7-tiny"
     assert meta.source_sha256 == "0" * 64 and meta.precision == "fp32"
     for path, backend in ((exports["traffic_onnx"], "onnxruntime"), (exports["traffic_onnx"], "openvino"),
                           (exports["traffic_xml"], "openvino")):
         runtime = load_runtime(path, backend)
         assert runtime.names == list(traffic_model.names) and runtime.num_classes == 6
-        assert torch.equal(runtime.stride, traffic_model.stride) and runtime.img_size == 640
+        assert torch.equal(runtime.stride, traffic_model.stride) and runtime.img_size == 736
     proto = onnx.load(str(exports["traffic_onnx"]))
     assert [i.name for i in proto.graph.input] == ["images"]
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
